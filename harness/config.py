@@ -1,0 +1,256 @@
+"""The typed config tree (Hydra structured configs) and its validation.
+
+Hydra composes YAML groups under ``harness/configs/`` (also reachable as ``configs/`` at
+the repository root) onto these dataclasses, so a typo in a key or a wrong type fails at
+composition time. ``validate`` then checks the cross-field rules before anything starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DTYPES = ("fp32", "bf16", "fp16")
+ENGINES = ("ddp", "deepspeed")
+DEVICES = ("cpu", "cuda")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message names the value and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    d_model: int = MISSING
+    vocab_size: int = 256  # byte-level by default; the data's vocabulary must fit
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    plan_only: bool = False  # true for shapes only planned and extrapolated, never trained (GPT-3 175B class)
+
+
+@dataclass
+class ClusterConfig:
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda
+    gpu_type: str = "cpu"
+    gpus_per_node: int = 1
+    num_nodes: int = 1
+    # Dense peak FLOP/s per device by dtype; null means unknown: measure (CPU) and label.
+    peak_flops_bf16: float | None = None
+    peak_flops_fp32: float | None = None
+    memory_bytes_per_device: float | None = None
+    intra_node_bw_bytes_per_s: float | None = None  # per direction, per GPU (NVLink)
+    inter_node_bw_bytes_per_s: float | None = None  # per GPU (NIC)
+    nic_effective_fraction: float = 1.0  # e.g. Spectrum-X's claimed 95%
+    description: str = ""
+
+
+@dataclass
+class EngineConfig:
+    name: str = "ddp"
+    zero_stage: int = 0  # DeepSpeed only
+    bucket_cap_mb: float = 25.0
+    gradient_as_bucket_view: bool = True
+
+
+@dataclass
+class TrainConfig:
+    micro_batch: int = 8  # sequences per rank per micro-step
+    grad_accum: int = 1
+    global_batch: int | None = None  # sequences per optimizer step; null = micro * accum * world
+    seq_len: int = 128
+    tokens: int = 1_000_000  # token budget D: steps = ceil(tokens / global batch tokens)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_frac: float = 0.05
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # applied identically by every engine; 0 disables
+    dtype: str = "fp32"
+    seed: int = 0
+    compile: bool = False
+    eval_interval: int = 0  # steps between held-out evaluations; 0 = only at the end
+    eval_batches: int = 8  # held-out batches of micro_batch sequences, sharded over ranks
+    timing_warmup_steps: int = 3  # excluded from step-time statistics
+    log_interval: int = 10
+    comm_timeout_s: float = 300.0
+
+
+@dataclass
+class DataConfig:
+    source: str = "embedded"  # embedded (Python stdlib source, bytes) | path to a prepared token dir
+    heldout_frac: float = 0.05
+    cache_dir: str = "${oc.env:HARNESS_CACHE,~/.cache/harness}"
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    mode: str = "offline"
+    project: str = "harness"
+
+
+@dataclass
+class HarnessConfig:
+    model: ModelConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    engine: EngineConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    nproc: int = 1  # processes per node ("GPU count" on one node)
+    nnodes: int = 1
+    results_dir: str = "results"
+    sweep_name: str = "adhoc"
+    run_id: str | None = None  # null = hash of the resolved config
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=HarnessConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
+    cs.store(group="engine", name="base_engine", node=EngineConfig)
+
+
+def available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose the config once, in the driver (never in the torchrun ranks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_short_hydra_message(e)) from None
+    return cfg
+
+
+def _short_hydra_message(e: Exception) -> str:
+    msg = str(e).strip()
+    # Hydra's "full_key" lines help; its stack hints do not.
+    return "\n".join(line for line in msg.splitlines() if "HYDRA_FULL_ERROR" not in line).strip()
+
+
+def world_size(cfg: Any) -> int:
+    return int(cfg.nproc) * int(cfg.nnodes)
+
+
+def global_batch(cfg: Any) -> int:
+    t = cfg.train
+    return int(t.global_batch) if t.global_batch is not None else t.micro_batch * t.grad_accum * world_size(cfg)
+
+
+def total_steps(cfg: Any) -> int:
+    tokens_per_step = global_batch(cfg) * cfg.train.seq_len
+    return max(1, -(-int(cfg.train.tokens) // tokens_per_step))
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: Any, *, check_hardware: bool = True) -> None:
+    """Cross-field rules, checked before anything starts. Raises ConfigError."""
+    m, t, c, e = cfg.model, cfg.train, cfg.cluster, cfg.engine
+    if m.d_model % m.n_head:
+        _fail("model.d_model", m.d_model, f"must be divisible by model.n_head={m.n_head}")
+    for key, v in (("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.vocab_size", m.vocab_size)):
+        if v < 1:
+            _fail(key, v, "must be >= 1")
+    if not 0.0 <= m.dropout < 1.0:
+        _fail("model.dropout", m.dropout, "must be in [0, 1)")
+    if t.dtype not in DTYPES:
+        _fail("train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
+    if t.schedule not in SCHEDULES:
+        _fail("train.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
+    if e.name not in ENGINES:
+        _fail("engine.name", e.name, f"one of {', '.join(ENGINES)}")
+    if e.name == "deepspeed" and e.zero_stage not in (0, 1, 2, 3):
+        _fail("engine.zero_stage", e.zero_stage, "0, 1, 2 or 3")
+    if e.name == "ddp" and e.zero_stage != 0:
+        _fail("engine.zero_stage", e.zero_stage, "0 with engine=ddp (ZeRO stages need engine=deepspeed)")
+    if c.device not in DEVICES:
+        _fail("cluster.device", c.device, f"one of {', '.join(DEVICES)}")
+    for key, v in (
+        ("nproc", cfg.nproc),
+        ("nnodes", cfg.nnodes),
+        ("train.micro_batch", t.micro_batch),
+        ("train.grad_accum", t.grad_accum),
+        ("train.seq_len", t.seq_len),
+        ("train.tokens", t.tokens),
+    ):
+        if v < 1:
+            _fail(key, v, "must be >= 1")
+    if t.lr <= 0:
+        _fail("train.lr", t.lr, "must be > 0")
+    if not 0.0 <= t.warmup_frac < 1.0:
+        _fail("train.warmup_frac", t.warmup_frac, "must be in [0, 1)")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        _fail("train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
+    if t.grad_clip < 0:
+        _fail("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
+    if t.timing_warmup_steps < 0:
+        _fail("train.timing_warmup_steps", t.timing_warmup_steps, "must be >= 0")
+    if not 0.0 < cfg.data.heldout_frac < 0.5:
+        _fail("data.heldout_frac", cfg.data.heldout_frac, "must be in (0, 0.5)")
+    ws = world_size(cfg)
+    per_step = t.micro_batch * t.grad_accum * ws
+    if t.global_batch is not None and t.global_batch != per_step:
+        raise ConfigError(
+            f"train.global_batch={t.global_batch} is not micro_batch x grad_accum x world_size = "
+            f"{t.micro_batch} x {t.grad_accum} x {ws} = {per_step}; allowed: a global batch equal to that product "
+            f"(change train.micro_batch, train.grad_accum or nproc, or leave train.global_batch=null)"
+        )
+    if c.device == "cuda" and cfg.nproc > c.gpus_per_node:
+        _fail("nproc", cfg.nproc, f"at most cluster.gpus_per_node={c.gpus_per_node} on cluster {c.name}")
+    if check_hardware:
+        _validate_hardware(cfg)
+
+
+def _validate_hardware(cfg: Any) -> None:
+    """Checks that need this machine: is the device there, does it support the dtype."""
+    from harness import hardware
+
+    c, t, m = cfg.cluster, cfg.train, cfg.model
+    if m.plan_only:
+        _fail("model", m.name, "a planning-only shape (model.plan_only=true); train one of: "
+              + ", ".join(n for n in available("model") if not _plan_only(n)))
+    if c.device == "cuda":
+        n = hardware.cuda_device_count()
+        if n == 0:
+            _fail("cluster", c.name, "needs CUDA devices and this machine has none; use cluster=cpu here")
+        if cfg.nproc > n:
+            _fail("nproc", cfg.nproc, f"at most {n} (CUDA devices on this machine)")
+    if t.dtype in ("bf16", "fp16") and not hardware.supports_dtype(c.device, t.dtype):
+        _fail("train.dtype", t.dtype, f"this {c.device} has no native {t.dtype} support; allowed here: "
+              + ", ".join(d for d in DTYPES if hardware.supports_dtype(c.device, d)))
+
+
+def _plan_only(name: str) -> bool:
+    return bool(OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml").get("plan_only", False))
+
+
+def to_container(cfg: Any) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

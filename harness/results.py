@@ -1,0 +1,153 @@
+"""The run record: the only contract between training and analysis.
+
+``results/<sweep>/<run_id>/record.json`` (see ``results/README.md`` for every field),
+written atomically (temp file + fsync + rename), so a reader sees the old record or the
+new one, never half of one. No torch here: the analysis imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "completed", "failed")
+RECORD_FILE = "record.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class RecordError(ValueError):
+    """A record that cannot be read: corrupt, truncated or of an unknown schema version."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    if record.get("status") not in STATUSES:
+        raise RecordError(f"record status {record.get('status')!r} is not one of {STATUSES}")
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    path = Path(run_dir) / RECORD_FILE
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_FILE
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordError(f"{path}: unreadable run record ({type(e).__name__}: {e})") from None
+    if not isinstance(rec, dict):
+        raise RecordError(f"{path}: run record is not a JSON object")
+    version = rec.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(
+            f"{path}: schema_version={version!r} is not supported; this harness reads version {SCHEMA_VERSION}"
+        )
+    return rec
+
+
+def iter_records(root: str | os.PathLike, *, warn: bool = True) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable record under root; unreadable ones are skipped with a warning naming the file."""
+    for path in sorted(Path(root).rglob(RECORD_FILE)):
+        try:
+            yield path, read_record(path)
+        except RecordError as e:
+            if warn:
+                warnings.warn(f"skipping {e}", stacklevel=2)
+
+
+def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=_json_default) + "\n")
+
+
+# The flat columns the analysis reads: one row per run. Names are the analysis's
+# vocabulary (N, D, C, loss, ...); the nested record keeps the full detail.
+TABLE_COLUMNS: dict[str, str] = {
+    "run_id": "run_id",
+    "sweep": "sweep",
+    "status": "status",
+    "model": "model.name",
+    "N": "model.params_nonembedding",
+    "N_total": "model.params_total",
+    "flops_per_token": "model.flops_per_token",
+    "D": "training.tokens_trained",
+    "C": "training.compute_6nd",
+    "loss": "training.final_train_loss",
+    "heldout_loss": "training.heldout_loss",
+    "engine": "engine.name",
+    "zero_stage": "engine.zero_stage",
+    "world_size": "parallel.world_size",
+    "nnodes": "parallel.nnodes",
+    "device": "parallel.device",
+    "dtype": "parallel.dtype",
+    "global_batch_tokens": "batch.global_batch_tokens",
+    "tokens_per_device_per_step": "batch.tokens_per_device_per_step",
+    "step_time_s": "timing.step_time_median_s",
+    "step_time_p90_s": "timing.step_time_p90_s",
+    "comm_time_s": "timing.comm_time_median_s",
+    "tokens_per_s": "throughput.tokens_per_s",
+    "tokens_per_s_per_device": "throughput.tokens_per_s_per_device",
+    "tflops_per_device": "throughput.model_tflops_per_device",
+    "mfu": "throughput.mfu",
+    "peak_source": "throughput.peak_source",
+    "gpu_type": "cluster.gpu_type",
+}
+
+
+def _get(rec: dict[str, Any], dotted: str) -> Any:
+    cur: Any = rec
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def records_table(root: str | os.PathLike, *, status: str | None = "completed"):
+    """One row per run under root with TABLE_COLUMNS (pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for path, rec in iter_records(root):
+        if status is not None and rec.get("status") != status:
+            continue
+        row = {col: _get(rec, key) for col, key in TABLE_COLUMNS.items()}
+        row["path"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "path"])
