@@ -92,7 +92,7 @@ class TrainConfig:
 class DataConfig:
     source: str = "embedded"  # embedded (Python stdlib source, bytes) | path to a prepared token dir
     heldout_frac: float = 0.05
-    cache_dir: str = "${oc.env:HARNESS_CACHE,~/.cache/harness}"
+    cache_dir: str = ""  # empty = $HARNESS_CACHE or ~/.cache/harness
 
 
 @dataclass
