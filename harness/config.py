@@ -120,9 +120,6 @@ class HarnessConfig:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=HarnessConfig)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
-    cs.store(group="engine", name="base_engine", node=EngineConfig)
 
 
 def available(group: str) -> list[str]:
@@ -147,10 +144,15 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     return cfg
 
 
-def _short_hydra_message(e: Exception) -> str:
-    msg = str(e).strip()
-    # Hydra's "full_key" lines help; its stack hints do not.
-    return "\n".join(line for line in msg.splitlines() if "HYDRA_FULL_ERROR" not in line).strip()
+def _short_hydra_message(e: BaseException) -> str:
+    parts = [str(e).strip()]
+    if e.__cause__ is not None:  # e.g. "Value 'abc' of type 'str' could not be converted to Integer"
+        parts.append(str(e.__cause__).strip())
+    lines = "\n".join(parts).splitlines()
+    # Keep what names the value and the allowed options; drop Hydra's search-path dump and hints.
+    if "Config search path:" in lines:
+        lines = lines[: lines.index("Config search path:")]
+    return "\n".join(line for line in lines if "HYDRA_FULL_ERROR" not in line and "OC_CAUSE" not in line).strip()
 
 
 def world_size(cfg: Any) -> int:

@@ -100,6 +100,7 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
 # vocabulary (N, D, C, loss, ...); the nested record keeps the full detail.
 TABLE_COLUMNS: dict[str, str] = {
     "run_id": "run_id",
+    "kind": "kind",
     "sweep": "sweep",
     "status": "status",
     "model": "model.name",
@@ -139,13 +140,19 @@ def _get(rec: dict[str, Any], dotted: str) -> Any:
     return cur
 
 
-def records_table(root: str | os.PathLike, *, status: str | None = "completed"):
-    """One row per run under root with TABLE_COLUMNS (pandas DataFrame)."""
+def records_table(root: str | os.PathLike, *, status: str | None = "completed", kind: str | None = "train"):
+    """One row per run under root with TABLE_COLUMNS (pandas DataFrame).
+
+    ``kind`` selects training runs ("train") or other record kinds (e.g. "commbench");
+    None keeps all. ``status`` None keeps failed and running records too.
+    """
     import pandas as pd
 
     rows = []
     for path, rec in iter_records(root):
         if status is not None and rec.get("status") != status:
+            continue
+        if kind is not None and rec.get("kind", "train") != kind:
             continue
         row = {col: _get(rec, key) for col, key in TABLE_COLUMNS.items()}
         row["path"] = str(path.parent)
