@@ -82,7 +82,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     eval_interval: int = 0  # steps between held-out evaluations; 0 = only at the end
-    eval_batches: int = 8  # held-out batches of micro_batch sequences, sharded over ranks
+    eval_tokens: int = 65536  # held-out tokens per evaluation (fixed windows, sharded over ranks)
     timing_warmup_steps: int = 3  # excluded from step-time statistics
     log_interval: int = 10
     comm_timeout_s: float = 300.0
@@ -202,6 +202,7 @@ def validate(cfg: Any, *, check_hardware: bool = True) -> None:
         ("train.grad_accum", t.grad_accum),
         ("train.seq_len", t.seq_len),
         ("train.tokens", t.tokens),
+        ("train.eval_tokens", t.eval_tokens),
     ):
         if v < 1:
             _fail(key, v, "must be >= 1")

@@ -1,0 +1,60 @@
+"""The engine interface: what the training loop needs from DDP, DeepSpeed, ..."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+
+import torch
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Engine(ABC):
+    name: str
+    zero_stage: int = 0
+
+    @abstractmethod
+    def micro_step(self, x: torch.Tensor, y: torch.Tensor, *, last: bool) -> torch.Tensor:
+        """Forward + backward of one micro-batch; gradients are synchronised on the last one."""
+
+    @abstractmethod
+    def optimizer_step(self, lr: float) -> float:
+        """Clip, step, zero the gradients; returns the global gradient norm before clipping."""
+
+    @abstractmethod
+    def eval_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch in eval mode (no gradients)."""
+
+    @abstractmethod
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state held by this rank."""
+
+    def begin_step(self) -> None:
+        """Called before each optimizer step's first micro-batch."""
+
+    def comm_intervals(self) -> list[tuple[float, float]]:
+        """Gradient-communication intervals of the last step (seconds, perf_counter clock)."""
+        return []
+
+    def comm_bytes_per_step(self) -> int:
+        return 0
+
+    def last_comm_launch(self) -> float | None:
+        return None
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype in AUTOCAST_DTYPES:
+        return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[dtype])
+    return contextlib.nullcontext()
+
+
+def tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0

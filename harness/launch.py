@@ -1,0 +1,154 @@
+"""The driver: compose + validate the config once, then start the ranks with torchrun.
+
+``harness train [--dry-run] key=value ...``. Hydra runs here only; the ranks read the
+frozen ``config.yaml``. Whatever happens to the ranks, the run folder ends with a record
+that says completed or failed (with the failing rank and its error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import config as C
+from harness import plan
+from harness.data import DataError, resolve_source
+from harness.results import RecordError, read_record, write_record
+
+LOG_FILE = "train.log"
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    status: str
+    returncode: int
+    record: dict | None
+
+
+def torchrun_command(cfg: Any, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--standalone", "--nnodes", "1", "--nproc-per-node", str(cfg.nproc), "--max-restarts", "0",
+        "-m", "harness.train", str(run_dir),
+    ]  # fmt: skip
+
+
+def worker_env(cfg: Any) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cfg.cluster.device == "cpu":
+        # Share the cores between the ranks instead of oversubscribing them.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(cfg.nproc))))
+    return env
+
+
+def prepare_run(cfg: Any) -> Path:
+    """Folder, frozen config and a 'running' record; data prepared once here, not in every rank."""
+    resolve_source(cfg.data.source, cfg.data.cache_dir, cfg.data.heldout_frac)
+    run_dir = plan.run_dir(cfg)
+    shutil.rmtree(run_dir / "errors", ignore_errors=True)
+    plan.write_config(cfg, run_dir)
+    write_record(run_dir, plan.base_record(cfg, "running"))
+    return run_dir
+
+
+def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) -> Outcome:
+    """Run one training run with torchrun on this machine and return its final status."""
+    from harness.train import first_error
+
+    run_dir = prepare_run(cfg)
+    cmd = torchrun_command(cfg, run_dir)
+    start = time.time()
+    with open(run_dir / LOG_FILE, "w") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, env=worker_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        timed_out = False
+        assert proc.stdout is not None
+        deadline = start + timeout_s if timeout_s else None
+        for line in proc.stdout:
+            log.write(line)
+            if not quiet:
+                sys.stdout.write(line)
+            if deadline and time.time() > deadline:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        rc = proc.wait()
+    try:
+        record = read_record(run_dir)
+    except RecordError:
+        record = None
+    if record is None or record.get("status") != "completed":
+        failure = first_error(run_dir) or {}
+        if timed_out:
+            failure = {"type": "Timeout", "message": f"run exceeded {timeout_s} s and was killed"}
+        failure.update(returncode=rc, log_tail=_tail(run_dir / LOG_FILE))
+        record = plan.failed_record(cfg, failure, duration_s=time.time() - start)
+        write_record(run_dir, record)
+    return Outcome(run_dir, record["status"], rc, record)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return ""
+
+
+def summary_line(rec: dict) -> str:
+    if rec["status"] != "completed":
+        f = rec.get("failure") or {}
+        where = f"rank {f['rank']}: " if "rank" in f else ""
+        return f"FAILED {rec['run_id']}: {where}{f.get('type', '?')}: {f.get('message', '')}"
+    tr, th, ti = rec["training"], rec["throughput"], rec["timing"]
+    return (
+        f"completed {rec['run_id']}: loss {tr['initial_loss']:.3f} -> {tr['final_train_loss']:.3f}, "
+        f"held-out {tr['heldout_loss']:.3f}; {th['tokens_per_s']:,.0f} tok/s "
+        f"({th['tokens_per_s_per_device']:,.0f}/device), {th['model_tflops_per_device']:.3f} TFLOP/s/device, "
+        f"MFU {th['mfu']:.1%} vs {th['peak_source']}; step median {ti['step_time_median_s'] * 1e3:.1f} ms, "
+        f"comm {ti['comm_time_median_s'] * 1e3:.1f} ms"
+    )
+
+
+def load_validated(overrides: list[str]) -> Any:
+    cfg = C.compose(overrides)
+    C.validate(cfg)
+    return cfg
+
+
+def train_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="harness train", description="One data-parallel training run.")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt-0.8m nproc=2 train.tokens=2e6")
+    p.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
+    p.add_argument("--timeout", type=float, default=None, help="kill the run after this many seconds")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_validated(args.overrides)
+    except (C.ConfigError, DataError) as e:
+        print(f"harness train: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        run_dir = plan.run_dir(cfg)
+        env = worker_env(cfg)
+        extra = {k: env[k] for k in ("OMP_NUM_THREADS",) if k in env}
+        print(" ".join(f"{k}={v}" for k, v in extra.items()), shlex.join(torchrun_command(cfg, run_dir)))
+        return 0
+    try:
+        outcome = run_local(cfg, timeout_s=args.timeout)
+    except (C.ConfigError, DataError) as e:
+        print(f"harness train: {e}", file=sys.stderr)
+        return 2
+    print(summary_line(outcome.record))
+    print(f"record: {outcome.run_dir / 'record.json'}")
+    return 0 if outcome.status == "completed" else 1
