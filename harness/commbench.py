@@ -357,6 +357,7 @@ def main(argv: list[str]) -> int:
     for u in record["unsupported"]:
         print(f"# {u['op']} is not supported by {u['backend']} (world_size {u['world_size']}): {u['error']}")
     fits = fit_all(_frame(rows), n_bootstrap=args.bootstrap) if rows else []
+    flag_emulated(rows, fits, notes)
     print_fits(fits)
     tiers = sorted({tier_of(r["nnodes"]) for r in rows})
     if tiers == ["intra-node"]:
@@ -383,6 +384,19 @@ def describe_setup(device: str, world_sizes: list[int], nnodes: int) -> list[str
     if 1 in world_sizes:
         notes.append("world_size 1 moves no data: its busbw is 0 by definition and it is left out of the fit")
     return notes
+
+
+def flag_emulated(rows: list[dict[str, Any]], fits: list[dict[str, Any]], notes: list[str]) -> None:
+    """Say so wherever an op was run by another algorithm (see commbench_worker.EMULATED)."""
+    emulated = {(r["op"], r["backend"]): r["emulated_as"] for r in rows if r.get("emulated_as")}
+    for (op, backend), how in sorted(emulated.items()):
+        note = (f"{backend} runs {op} as {how}: it moves about twice a ring {op}'s bytes, so its busbw"
+                f" (nccl-tests factor) and fitted B understate the link rate ~2x; not a ring {op} measurement")
+        notes.append(note)
+        print(f"# note: {note}")
+        for f in fits:
+            if f["op"] == op:
+                f["caveat"] = note
 
 
 def _frame(rows: list[dict[str, Any]]):

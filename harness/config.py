@@ -96,6 +96,14 @@ class DataConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """How the ranks are started: local torchrun (default), multinode, deepspeed, slurm."""
+
+    name: str = "local"
+    timeout_s: float | None = None  # kill a run after this long and record it as timed out
+
+
+@dataclass
 class WandbConfig:
     enabled: bool = False
     mode: str = "offline"
@@ -110,6 +118,7 @@ class HarnessConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     nproc: int = 1  # processes per node ("GPU count" on one node)
     nnodes: int = 1
     results_dir: str = "results"

@@ -99,6 +99,32 @@ def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) 
     return Outcome(run_dir, record["status"], rc, record)
 
 
+def run(cfg: Any, *, quiet: bool = False) -> Outcome:
+    """Run one config through its launcher (cfg.launcher.name)."""
+    name = cfg.launcher.name
+    if name == "local":
+        return run_local(cfg, timeout_s=cfg.launcher.timeout_s, quiet=quiet)
+    import importlib
+
+    try:
+        module = importlib.import_module(f"harness.launchers.{name}")
+    except ModuleNotFoundError:
+        raise C.ConfigError(f"launcher={name!r} is not available; allowed: {', '.join(C.available('launcher'))}") from None
+    return module.run(cfg, quiet=quiet)
+
+
+def dry_run(cfg: Any) -> str:
+    """The exact commands and environment the launcher would use; starts nothing."""
+    name = cfg.launcher.name
+    if name == "local":
+        env = worker_env(cfg)
+        extra = {k: env[k] for k in ("OMP_NUM_THREADS",) if k in env}
+        return " ".join(f"{k}={v}" for k, v in extra.items()) + " " + shlex.join(torchrun_command(cfg, plan.run_dir(cfg)))
+    import importlib
+
+    return importlib.import_module(f"harness.launchers.{name}").dry_run(cfg)
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
@@ -138,14 +164,13 @@ def train_main(argv: list[str]) -> int:
     except (C.ConfigError, DataError) as e:
         print(f"harness train: {e}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        run_dir = plan.run_dir(cfg)
-        env = worker_env(cfg)
-        extra = {k: env[k] for k in ("OMP_NUM_THREADS",) if k in env}
-        print(" ".join(f"{k}={v}" for k, v in extra.items()), shlex.join(torchrun_command(cfg, run_dir)))
-        return 0
+    if args.timeout is not None:
+        cfg.launcher.timeout_s = args.timeout
     try:
-        outcome = run_local(cfg, timeout_s=args.timeout)
+        if args.dry_run:
+            print(dry_run(cfg))
+            return 0
+        outcome = run(cfg)
     except (C.ConfigError, DataError) as e:
         print(f"harness train: {e}", file=sys.stderr)
         return 2

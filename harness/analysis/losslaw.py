@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -321,3 +321,351 @@ def _backtrack(
             break
         t[pending] *= 0.5
     return x_new, f_new, g_new, ok
+
+
+# ------------------------------------------------------------------ generic Huber fit + bootstrap
+
+BOOT_GTOL = 1e-8  # on the 1/delta-scaled objective (O(1)); ~1e-11 on the published scale
+FINAL_GTOL = 1e-6  # a full-data fit whose gradient is larger than this did not converge
+
+
+@dataclass
+class HuberFit:
+    """The raw result of one form fitted by Huber on log loss: theta, objective and bootstrap draws."""
+
+    form: Form
+    theta: np.ndarray
+    objective: float  # summed Huber on log loss (published scale, not divided by delta)
+    grad_max: float  # max |gradient| of the scaled objective at theta
+    n_points: int
+    n_starts: int
+    n_starts_at_optimum: int  # starts whose local optimum ties the best: how well the basin is found
+    boot_theta: np.ndarray  # (n_ok, p) converged resamples only
+    n_bootstrap_failed: int
+    n_bootstrap_multimodal: int  # resamples where another start beat the warm start
+
+
+def fit_huber_form(
+    form: Form,
+    X: dict[str, np.ndarray],
+    y: np.ndarray,
+    starts: np.ndarray,
+    *,
+    delta: float = DEFAULT_DELTA,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    boot_starts: Callable[[np.ndarray], np.ndarray] | None = None,
+    polish: bool = True,
+) -> HuberFit:
+    """Fit from every start at once, polish the best with scipy L-BFGS-B, then bootstrap.
+
+    Raises LossLawError when the best optimum's gradient is not ~0 (the fit did not converge).
+    """
+    fg = huber_objective(form, X, y, delta)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        res = batched_lbfgs(fg, np.asarray(starts, dtype=float), gtol=BOOT_GTOL)
+    finite = np.isfinite(res.f)
+    if not finite.any():
+        raise LossLawError(f"{form.name} fit did not converge: the objective is not finite from any start")
+    best = int(np.argmin(np.where(finite, res.f, np.inf)))
+    theta, f_best = res.x[best], float(res.f[best])
+    if polish:
+        theta, f_best = _scipy_polish(fg, theta, f_best)
+    _, g = fg(theta[None], np.zeros(1, dtype=int))
+    grad_max = float(np.abs(g).max())
+    if not grad_max <= FINAL_GTOL:
+        raise LossLawError(
+            f"{form.name} fit did not converge: max |gradient| = {grad_max:.3g} at the best of "
+            f"{len(starts)} start(s) (allowed: <= {FINAL_GTOL:g}); the data may not determine this form"
+        )
+    tie = finite & (res.f <= f_best + 1e-9 * max(1.0, abs(f_best)))
+    boot, failed, multimodal = np.zeros((0, theta.size)), 0, 0
+    if n_bootstrap > 0:
+        extra = boot_starts(theta) if boot_starts is not None else np.zeros((0, theta.size))
+        boot, failed, multimodal = bootstrap_huber(
+            form, X, y, np.vstack([theta[None], extra]), n_bootstrap=n_bootstrap, seed=seed, delta=delta
+        )
+    return HuberFit(
+        form=form,
+        theta=theta,
+        objective=f_best * delta,
+        grad_max=grad_max,
+        n_points=len(y),
+        n_starts=len(starts),
+        n_starts_at_optimum=int(tie.sum()),
+        boot_theta=boot,
+        n_bootstrap_failed=failed,
+        n_bootstrap_multimodal=multimodal,
+    )
+
+
+def _scipy_polish(
+    fg: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], theta: np.ndarray, f0: float
+) -> tuple[np.ndarray, float]:
+    """scipy's L-BFGS-B from the batched optimum, tolerances tight: an independent second opinion.
+
+    ftol=0 turns off the stop on small objective changes (what made Hoffmann's fit stall);
+    it stops on the projected gradient or when the line search cannot improve any more.
+    """
+    from scipy.optimize import minimize
+
+    zero = np.zeros(1, dtype=int)
+
+    def fun(t: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = fg(t[None], zero)
+        return float(f[0]), g[0]
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        r = minimize(fun, theta, jac=True, method="L-BFGS-B",
+                     options={"maxiter": 20000, "maxcor": 20, "ftol": 0.0, "gtol": 1e-12})
+    if np.isfinite(r.fun) and r.fun <= f0:
+        return np.asarray(r.x, dtype=float), float(r.fun)
+    return theta, f0
+
+
+def bootstrap_huber(
+    form: Form,
+    X: dict[str, np.ndarray],
+    y: np.ndarray,
+    starts: np.ndarray,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    delta: float = DEFAULT_DELTA,
+) -> tuple[np.ndarray, int, int]:
+    """Refit every resample (weights = multinomial counts) from each start, all in one batch.
+
+    starts[0] is the full-data optimum (the warm start). A resample is kept when its best
+    start converged (max |gradient| <= BOOT_GTOL) to finite parameters. Returns the kept
+    thetas, how many resamples failed, and how many had a better optimum than the warm start.
+    """
+    n, S = len(y), len(starts)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(float)
+    weights = np.repeat(counts, S, axis=0)  # problem k = resample k // S, start k % S
+    fg = huber_objective(form, X, y, delta, weights)
+    x0 = np.tile(starts, (n_bootstrap, 1))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        res = batched_lbfgs(fg, x0, gtol=BOOT_GTOL)
+    f = np.where(res.converged, res.f, np.inf).reshape(n_bootstrap, S)
+    best = np.argmin(f, axis=1)
+    k = np.arange(n_bootstrap) * S + best
+    theta = res.x[k]
+    nat = form.to_natural(theta)
+    ok = np.isfinite(f[np.arange(n_bootstrap), best])
+    ok &= np.all([np.isfinite(v) for v in nat.values()], axis=0)
+    warm = f[:, 0]
+    multimodal = int(np.sum(ok & (f[np.arange(n_bootstrap), best] < warm - 1e-9 * np.maximum(1.0, np.abs(warm)))))
+    return theta[ok], int((~ok).sum()), multimodal
+
+
+def quantile_summary(point: np.ndarray | float, draws: np.ndarray | None, q: tuple[float, float]) -> dict:
+    """{"value", "lo", "hi", "se"} with the bootstrap percentile interval (NaN without draws)."""
+    value = float(point)
+    if draws is None or len(draws) < 2:
+        return {"value": value, "lo": math.nan, "hi": math.nan, "se": math.nan}
+    lo, hi = np.quantile(draws, q)
+    return {"value": value, "lo": float(lo), "hi": float(hi), "se": float(np.std(draws, ddof=1))}
+
+
+# ------------------------------------------------------------------ Chinchilla (Approach 3)
+
+
+def default_grid(centre: tuple[float, float], size: str = "default") -> np.ndarray:
+    """Starting points (a, b, e, alpha, beta), as Hoffmann/Epoch, in the centred parametrisation.
+
+    "epoch" is their full 4,500-point grid; the default is a coarser subset that reaches the
+    same optimum on the Chinchilla data at ~1/10 of the cost (exponent 0 is left out: it is a
+    saddle where the a/b gradients vanish).
+    """
+    if size == "epoch":
+        axes = (np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
+                np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))
+    elif size == "default":
+        axes = (np.arange(0, 30, 5), np.arange(0, 30, 5), np.array([-1.0, 0.0, 1.0]),
+                np.array([0.25, 0.75, 1.5]), np.array([0.25, 0.75, 1.5]))
+    else:
+        raise LossLawError(f"grid {size!r} is not known; allowed: 'default', 'epoch'")
+    a, b, e, al, be = (g.ravel() for g in np.meshgrid(*axes, indexing="ij"))
+    return np.column_stack([a - al * centre[0], b - be * centre[1], e, al, be])
+
+
+def _chinchilla_boot_starts(theta: np.ndarray) -> np.ndarray:
+    """Extra starts per resample besides the warm start: exponents halved/doubled.
+
+    In the centred parametrisation a and b are the log of each term at the data's centre,
+    so keeping them fixed keeps the starts on the data's loss scale.
+    """
+    out = []
+    for fa, fb in ((0.5, 0.5), (2.0, 2.0), (0.5, 2.0), (2.0, 0.5)):
+        t = theta.copy()
+        t[3] *= fa
+        t[4] *= fb
+        out.append(t)
+    return np.array(out)
+
+
+def chinchilla_optimum(P: np.ndarray, C: np.ndarray | float) -> dict[str, np.ndarray]:
+    """Compute-optimal allocation under C = 6 N D for parameter rows P (K, 5) = (E, A, B, alpha, beta).
+
+    Minimising E + A/N^alpha + B/D^beta with D = C/(6N) gives
+    G = (alpha A / (beta B))^(1/(alpha+beta)), N* = G (C/6)^a, D* = (C/6)^b / G,
+    a = beta/(alpha+beta), b = alpha/(alpha+beta). Returns (K, m) arrays for m budgets.
+    """
+    P = np.atleast_2d(np.asarray(P, dtype=float))
+    E, A, B, al, be = (P[:, i : i + 1] for i in range(5))
+    C = np.atleast_1d(np.asarray(C, dtype=float))[None, :]
+    s = al + be
+    a_exp, b_exp = be / s, al / s
+    logG = (np.log(al * A) - np.log(be * B)) / s
+    logC6 = np.log(C / 6.0)
+    logN = logG + a_exp * logC6
+    logD = -logG + b_exp * logC6
+    loss = E + A * np.exp(-al * logN) + B * np.exp(-be * logD)
+    shape = np.broadcast_shapes(logN.shape, loss.shape)
+    return {
+        "N_opt": np.exp(logN),
+        "D_opt": np.exp(logD),
+        "loss": loss,
+        "tokens_per_param": np.exp(logD - logN),
+        "a": np.broadcast_to(a_exp, shape),
+        "b": np.broadcast_to(b_exp, shape),
+        "G": np.broadcast_to(np.exp(logG), shape),
+    }
+
+
+@dataclass
+class ChinchillaFit:
+    """L = E + A/N^alpha + B/D^beta fitted as Epoch's refit of Hoffmann et al. (Approach 3)."""
+
+    params: dict[str, float]
+    se: dict[str, float]
+    objective: float
+    n_points: int
+    n_bootstrap_ok: int
+    n_bootstrap_failed: int
+    c_max: float
+    delta: float = DEFAULT_DELTA
+    grad_max: float = math.nan
+    n_starts: int = 1
+    n_starts_at_optimum: int = 1
+    n_bootstrap_multimodal: int = 0
+    seed: int = 0
+    boot: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)), repr=False)  # (n_ok, 5) natural
+    data: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # N, D, loss as fitted
+
+    @property
+    def param_array(self) -> np.ndarray:
+        return np.array([self.params[k] for k in PARAM_NAMES])
+
+    def predict(self, N: Any, D: Any) -> np.ndarray:
+        p = self.params
+        N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+        return p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
+
+    def interval(self, q: tuple[float, float] = (0.05, 0.95)) -> dict[str, dict]:
+        """Point estimate, bootstrap percentile interval and SE of each parameter."""
+        return {
+            k: quantile_summary(self.params[k], self.boot[:, i] if len(self.boot) else None, q)
+            for i, k in enumerate(PARAM_NAMES)
+        }
+
+    def optimal(self, C: float, q: tuple[float, float] = (0.05, 0.95)) -> dict:
+        """N*, D*, the loss there, tokens per parameter and a, b at compute C, with bootstrap intervals."""
+        C = float(C)
+        if not (math.isfinite(C) and C > 0):
+            raise LossLawError(f"target compute C = {C!r} is not allowed; allowed: finite FLOP > 0")
+        point = chinchilla_optimum(self.param_array[None], C)
+        draws = chinchilla_optimum(self.boot, C) if len(self.boot) else None
+        out: dict[str, Any] = {"C": C}
+        for key in ("N_opt", "D_opt", "loss", "tokens_per_param", "a", "b", "G"):
+            out[key] = quantile_summary(point[key][0, 0], None if draws is None else draws[key][:, 0], q)
+        out["extrapolation_oom"] = math.log10(C / self.c_max)
+        return out
+
+    def residuals(self) -> np.ndarray:
+        """log(observed) - log(predicted) on the fitted points."""
+        return np.log(self.data["loss"]) - np.log(self.predict(self.data["N"], self.data["D"]))
+
+    def to_dict(self, targets: Sequence[float] = (), q: tuple[float, float] = (0.05, 0.95)) -> dict:
+        """JSON-ready summary; ``targets`` adds optimal(C) for each compute budget."""
+        return {
+            "form": "chinchilla",
+            "formula": "L = E + A/N^alpha + B/D^beta",
+            "estimator": f"Huber(delta={self.delta:g}) on log loss, summed; L-BFGS from {self.n_starts} start(s)",
+            "params": dict(self.params),
+            "se": dict(self.se),
+            "intervals": {k: {kk: v[kk] for kk in ("lo", "hi")} for k, v in self.interval(q).items()},
+            "quantiles": list(q),
+            "objective": self.objective,
+            "grad_max": self.grad_max,
+            "n_points": self.n_points,
+            "n_starts": self.n_starts,
+            "n_starts_at_optimum": self.n_starts_at_optimum,
+            "n_bootstrap_ok": self.n_bootstrap_ok,
+            "n_bootstrap_failed": self.n_bootstrap_failed,
+            "n_bootstrap_multimodal": self.n_bootstrap_multimodal,
+            "seed": self.seed,
+            "c_max": self.c_max,
+            "optimal": [self.optimal(C, q) for C in targets],
+        }
+
+
+def fit_chinchilla(
+    N: Any,
+    D: Any,
+    loss: Any,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    init: dict[str, float] | Sequence[float] | Sequence[dict[str, float]] | None = None,
+    grid: str = "default",
+) -> ChinchillaFit:
+    """Fit L = E + A/N^alpha + B/D^beta (Approach 3) with bootstrap standard errors.
+
+    ``init`` (natural parameters E, A, B, alpha, beta, or a list of them) replaces the grid of
+    starts; e.g. Hoffmann's published values, from which the fit must still reach the optimum.
+    """
+    N, D, loss = as_positive("N", N), as_positive("D", D), as_positive("loss", loss)
+    n = check_same_length(N=N, D=D, loss=loss)
+    if not (delta > 0 and math.isfinite(delta)):
+        raise LossLawError(f"delta = {delta!r} is not allowed; allowed: finite > 0")
+    if n_bootstrap < 0:
+        raise LossLawError(f"n_bootstrap = {n_bootstrap} is not allowed; allowed: >= 0")
+    if n < 6:
+        raise LossLawError(f"the Chinchilla form has 5 parameters and needs at least 6 points; got {n}")
+    require_distinct("N (model size)", N, 3, "the Chinchilla form")
+    require_distinct("D (tokens)", D, 3, "the Chinchilla form")
+    lN, lD = np.log(N), np.log(D)
+    centre = (float(lN.mean()), float(lD.mean()))
+    X = {"cN": lN - centre[0], "cD": lD - centre[1]}
+    form = chinchilla_form(centre)
+    if init is None:
+        starts = default_grid(centre, grid)
+    else:
+        inits = init if (isinstance(init, Sequence) and init and isinstance(init[0], dict)) else [init]
+        starts = np.array([_chinchilla_theta(i, centre) for i in inits])
+    hf = fit_huber_form(form, X, np.log(loss), starts, delta=delta, n_bootstrap=n_bootstrap, seed=seed,
+                        boot_starts=_chinchilla_boot_starts)
+    params = {k: float(v[0]) for k, v in form.to_natural(hf.theta[None]).items()}
+    boot_nat = form.to_natural(hf.boot_theta) if len(hf.boot_theta) else None
+    boot = np.column_stack([boot_nat[k] for k in PARAM_NAMES]) if boot_nat else np.zeros((0, 5))
+    se = {k: float(np.std(boot[:, i], ddof=1)) for i, k in enumerate(PARAM_NAMES)} if len(boot) > 1 else {}
+    return ChinchillaFit(
+        params=params,
+        se=se,
+        objective=hf.objective,
+        n_points=n,
+        n_bootstrap_ok=len(boot),
+        n_bootstrap_failed=hf.n_bootstrap_failed,
+        c_max=float(np.max(6.0 * N * D)),
+        delta=delta,
+        grad_max=hf.grad_max,
+        n_starts=hf.n_starts,
+        n_starts_at_optimum=hf.n_starts_at_optimum,
+        n_bootstrap_multimodal=hf.n_bootstrap_multimodal,
+        seed=seed,
+        boot=boot,
+        data={"N": N, "D": D, "loss": loss},
+    )

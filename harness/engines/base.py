@@ -30,7 +30,7 @@ class Engine(ABC):
     def optimizer_state_bytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
 
-    def begin_step(self) -> None:
+    def begin_step(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Called before each optimizer step's first micro-batch."""
 
     def comm_intervals(self) -> list[tuple[float, float]]:
