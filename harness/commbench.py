@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import signal
@@ -211,17 +210,16 @@ def new_run_id() -> str:
 def driver_environment(device: str, ngpu: int) -> dict[str, Any]:
     import torch
 
+    from harness.environment import git_state, host_facts
     from harness.hardware import device_name
 
     return {
-        "hostname": socket.gethostname(),
+        **host_facts(),
         "torch_version": torch.__version__,
         "device": device,
         "device_name": device_name(device),
         "cuda_device_count": ngpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **git_state(),
     }
 
 
@@ -298,6 +296,8 @@ def print_fits(fits: list[dict[str, Any]]) -> None:
         print(line.format("", f["op"], f["tier"], f"{f['alpha_s'] * 1e6:.2f}", f"[{a0:.2f}, {a1:.2f}]",
                           f"{f['busbw_Bps'] / 1e9:.4f}", f"[{b0:.4f}, {b1:.4f}]", f["n_points"],
                           f"{f['rel_rmse']:.3f}"))
+        if "warning" in f:
+            print(f"  {'':<27}warning: {f['warning']}")
 
 
 def save_outputs(run_dir: Path, rows: list[dict[str, Any]], fits: list[dict[str, Any]], notes: list[str]) -> None:

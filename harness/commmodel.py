@@ -141,7 +141,9 @@ def fit_alpha_beta(
     rows: a DataFrame with columns op, world_size, nnodes, size_bytes, time_s_median
     (e.g. from ``load_commbench``), pooled over world sizes of one tier. Weighted least
     squares on relative time error; 95% intervals from a case bootstrap (rows resampled
-    with replacement, refitted). Raises ValueError if the rows cannot identify both.
+    with replacement, refitted). Raises ValueError if the rows cannot identify both; adds
+    a "warning" when the largest messages are still latency-bound (B then means little,
+    and may be inf when the bandwidth term fits as zero).
     """
     if op not in OPS:
         raise ValueError(f"unknown collective op {op!r}; allowed: {', '.join(OPS)}")
@@ -155,6 +157,10 @@ def fit_alpha_beta(
     t = df["time_s_median"].to_numpy(float)
     alpha, inv_b = _wls_nonneg(X, t)
     rel_resid = (t - X @ np.array([alpha, inv_b])) / t
+    # How much of the largest message's time the bandwidth term explains: near 0, the
+    # sizes were too small to pin B (latency-bound), and B's value means little.
+    big = int(np.argmax(X[:, 1]))
+    bw_share = float(X[big, 1] * inv_b / (X[big] @ np.array([alpha, inv_b])))
 
     rng = np.random.default_rng(seed)
     boot = np.empty((n_bootstrap, 2))
@@ -164,7 +170,7 @@ def fit_alpha_beta(
     alpha_ci = np.percentile(boot[:, 0], [2.5, 97.5]) if n_bootstrap else [alpha, alpha]
     # 1/B is what the fit estimates; its interval maps to B's with the ends swapped.
     inv_ci = np.percentile(boot[:, 1], [2.5, 97.5]) if n_bootstrap else [inv_b, inv_b]
-    return {
+    fit: dict[str, Any] = {
         "op": op,
         "tier": tier,
         "alpha_s": float(alpha),
@@ -177,7 +183,14 @@ def fit_alpha_beta(
         "rel_rmse": float(np.sqrt(np.mean(rel_resid**2))),
         "n_bootstrap": n_bootstrap,
         "ci_level": 0.95,
+        "bandwidth_share_at_max_size": bw_share,
     }
+    if bw_share < 0.5:
+        fit["warning"] = (
+            f"bandwidth not pinned: it explains {bw_share:.0%} of the largest message's time; "
+            "measure larger messages"
+        )
+    return fit
 
 
 def fit_all(rows, n_bootstrap: int = 500, seed: int = 0) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from harness import config as C
-from harness import distributed, environment, flops, hardware, metrics, plan
+from harness import distributed, environment, faults, flops, hardware, metrics, plan
 from harness.data import BatchSampler, DataError, TokenData, heldout_windows, resolve_source
 from harness.engines import build_engine
 from harness.model import GPT
@@ -156,6 +156,8 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         for k in range(t.grad_accum):
             batch = torch.from_numpy(sampler.get(ids[k * t.micro_batch : (k + 1) * t.micro_batch])).to(info.device)
             micro_losses.append(engine.micro_step(batch[:, :-1], batch[:, 1:], last=k == t.grad_accum - 1))
+        if faults.inject(step, info.rank):
+            micro_losses[-1] = torch.full_like(micro_losses[-1], float("nan"))
         gnorm = engine.optimizer_step(lr)
         if info.device.type == "cuda":
             torch.cuda.synchronize(info.device)

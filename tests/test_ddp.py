@@ -1,0 +1,98 @@
+"""Real data-parallel training on CPU with gloo, world size 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMALL, metrics_rows
+
+from harness import config as C
+from harness import launch, plan
+from harness.results import read_record
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_gradients_and_parameters_identical_across_ranks(tmp_path):
+    cfg = C.compose([*SMALL, "nproc=2", f"results_dir={tmp_path}"])
+    run_dir = launch.prepare_run(cfg)
+    out = tmp_path / "sync.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(HERE / "dist_sync_check.py"), str(run_dir), str(out)]
+    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["initial_param_diff"] == 0.0  # DDP broadcasts rank 0's weights at wrap time
+    a, b = report["inputs_per_rank"]
+    assert a != b  # the ranks really trained on different data
+    for s in report["steps"]:
+        assert s["grad_norm"] > 0
+        assert s["grad_diff"] == 0.0 and s["param_diff"] == 0.0
+
+
+def test_two_processes_match_one_process_with_same_global_batch(run_train):
+    one = run_train("nproc=1", "train.micro_batch=8")
+    two = run_train("nproc=2", "train.micro_batch=4")
+    accum = run_train("nproc=1", "train.micro_batch=4", "train.grad_accum=2")
+    for out in (one, two, accum):
+        assert out.status == "completed", out.record.get("failure")
+    curves = [[r["loss"] for r in metrics_rows(o.run_dir) if "loss" in r] for o in (one, two, accum)]
+    assert len(curves[0]) == len(curves[1]) == len(curves[2]) == one.record["batch"]["steps"] > 10
+    for other in curves[1:]:
+        assert other == pytest.approx(curves[0], rel=1e-5, abs=1e-6)
+    assert two.record["training"]["heldout_loss"] == pytest.approx(one.record["training"]["heldout_loss"], rel=1e-5)
+
+
+def test_harness_train_cli_two_processes_leaves_complete_record(tmp_path):
+    res = tmp_path / "results"
+    cmd = [sys.executable, "-m", "harness.cli", "train", "nproc=2", "model=gpt-0.1m", "train.tokens=60000",
+           "train.seq_len=64", f"results_dir={res}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [path] = list(res.rglob("record.json"))
+    rec = read_record(path)
+    assert rec["status"] == "completed" and rec["failure"] is None
+    tr, ti, th = rec["training"], rec["timing"], rec["throughput"]
+    assert tr["final_train_loss"] < tr["initial_loss"] - 0.5  # it learned
+    assert 0 < tr["heldout_loss"] < tr["initial_loss"]
+    assert tr["tokens_trained"] >= 60000 and rec["batch"]["global_batch_tokens"] == 2 * 8 * 64
+    assert ti["timed_steps"] == rec["batch"]["steps"] - ti["timing_warmup_steps"]
+    assert len(ti["per_rank_step_time_median_s"]) == 2 and ti["step_time_p90_s"] >= ti["step_time_median_s"] > 0
+    assert ti["comm_bytes_per_step"] > 0 and ti["comm_time_median_s"] > 0
+    assert th["tokens_per_s_per_device"] == pytest.approx(th["tokens_per_s"] / 2)
+    assert th["peak_source"] == "measured_cpu_matmul_fp32" and 0 < th["mfu"] < 1
+    assert rec["parallel"]["backend"] == "gloo" and rec["parallel"]["world_size"] == 2
+    assert len(rec["memory"]["peak_bytes_per_rank"]) == 2 and rec["memory"]["optimizer_state_bytes_per_rank"][0] > 0
+    env = rec["environment"]
+    assert env["packages"]["torch"] and env["hosts"] and env["world_size"] == 2 and "git_commit" in env
+    assert (path.parent / "config.yaml").exists() and (path.parent / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("fault, kind", [("raise@1:2", "InjectedFault"), ("exit@1:2", None)])
+def test_failed_rank_leaves_failed_record_with_cause(run_train, monkeypatch, fault, kind):
+    monkeypatch.setenv("HARNESS_FAULT", fault)
+    out = run_train("nproc=2")
+    assert out.status == "failed" and out.returncode != 0
+    rec = read_record(out.run_dir)
+    failure = rec["failure"]
+    assert failure["returncode"] != 0
+    if kind:  # a Python exception names the rank and the error
+        assert failure["rank"] == 1 and failure["type"] == kind and "rank 1, step 2" in failure["message"]
+    else:  # a hard crash leaves no traceback: the cause is torchrun's report in the log tail
+        assert "exitcode" in failure["log_tail"] or "3" in failure["log_tail"]
+
+
+def test_nan_loss_is_recorded_as_diverged(run_train, monkeypatch):
+    monkeypatch.setenv("HARNESS_FAULT", "nan@0:3")
+    out = run_train("nproc=1")
+    assert out.status == "failed"
+    assert out.record["failure"]["type"] == "Diverged" and "step 3" in out.record["failure"]["message"]
+
+
+def test_run_id_is_stable_and_ignores_where_results_go():
+    a = C.compose(["nproc=2", "results_dir=/a", "sweep_name=x"])
+    b = C.compose(["nproc=2", "results_dir=/b", "sweep_name=y"])
+    c = C.compose(["nproc=2", "train.seed=1"])
+    assert plan.run_id(a) == plan.run_id(b) != plan.run_id(c)
