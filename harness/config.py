@@ -104,6 +104,26 @@ class LauncherConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A grid of runs: models x token budgets x process counts x variants (e.g. engines).
+
+    Token budgets are absolute (``tokens``) or per non-embedding parameter
+    (``tokens_per_param``); ``points`` lists extra runs as override strings.
+    """
+
+    name: str = ""
+    description: str = ""
+    models: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    tokens_per_param: list[float] = field(default_factory=list)
+    nproc: list[int] = field(default_factory=lambda: [1])
+    variants: list[str] = field(default_factory=lambda: [""])  # e.g. "engine=deepspeed engine.zero_stage=2"
+    points: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # applied to every run
+    parallel: int = 1  # runs at once on this machine
+
+
+@dataclass
 class WandbConfig:
     enabled: bool = False
     mode: str = "offline"
@@ -119,6 +139,7 @@ class HarnessConfig:
     data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     nproc: int = 1  # processes per node ("GPU count" on one node)
     nnodes: int = 1
     results_dir: str = "results"

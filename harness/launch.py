@@ -48,6 +48,13 @@ def worker_env(cfg: Any) -> dict[str, str]:
     if cfg.cluster.device == "cpu":
         # Share the cores between the ranks instead of oversubscribing them.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(cfg.nproc))))
+    if cfg.engine.name == "deepspeed":
+        if cfg.cluster.device == "cpu":
+            env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed would otherwise look for CUDA
+        # DeepSpeed JIT-compiles small ops with g++ (~20 s on CPU): compile once, into the cache.
+        from harness.data import default_cache_dir
+
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(default_cache_dir(cfg.data.cache_dir) / "torch_extensions"))
     return env
 
 

@@ -18,7 +18,7 @@ from harness import flops
 from harness.results import CONFIG_FILE
 
 # Keys that name where a run is stored or how it is watched, not what it computes.
-_NOT_IDENTITY = ("results_dir", "sweep_name", "run_id", "wandb", "launcher")
+_NOT_IDENTITY = ("results_dir", "sweep_name", "run_id", "wandb", "launcher", "sweep")
 
 
 def shape_of(cfg: Any) -> flops.Shape:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -28,6 +29,7 @@ from harness.model import GPT
 from harness.results import CONFIG_FILE, METRICS_FILE, append_jsonl, atomic_write_text, write_record
 
 ERRORS_DIR = "errors"
+DUMP_PARAMS_ENV = "HARNESS_DUMP_PARAMS"  # path: rank 0 saves the final parameters there (tests)
 
 
 class Diverged(RuntimeError):
@@ -178,6 +180,11 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     train_wall = time.perf_counter() - train_start
     heldout.append((steps, evaluate(engine, windows, t.micro_batch, info)))
     sink.log({"step": steps - 1, "heldout_loss": heldout[-1][1]})
+    if os.environ.get(DUMP_PARAMS_ENV):  # test-only: the final parameters, to compare engines
+        params = engine.full_parameters() if hasattr(engine, "full_parameters") else {  # ZeRO-3: collective
+            n: p.detach().float().cpu().clone() for n, p in engine.module.named_parameters()}
+        if info.rank == 0:
+            torch.save(params, os.environ[DUMP_PARAMS_ENV])
 
     per_rank_stats = {
         "step": metrics.summarize(step_times),

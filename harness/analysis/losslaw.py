@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+Vjp = Callable[[np.ndarray], np.ndarray]
 DEFAULT_DELTA = 1e-3
 
 # Published values, used only as references in the example and the tests.
@@ -79,6 +80,35 @@ def require_distinct(name: str, values: np.ndarray, minimum: int, form: str) -> 
         )
 
 
+def budget_groups(C: np.ndarray, span_dex: float = 0.1) -> np.ndarray:
+    """Label runs that share a compute budget (IsoFLOP groups), 0 = smallest budget.
+
+    Budgets in real data scatter (the Chinchilla points are read off a figure), so exact
+    matching fails and gap-based chaining merges neighbouring budgets. Instead the densest
+    window of width ``span_dex`` decades is taken as a group, then the next densest of the
+    rest, until every run has a group.
+    """
+    x = np.log10(np.asarray(C, dtype=float))
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    labels_sorted = np.full(len(x), -1)
+    label = 0
+    while (labels_sorted < 0).any():
+        idx = np.flatnonzero(labels_sorted < 0)
+        xi = xs[idx]
+        ends = np.searchsorted(xi, xi + span_dex * (1 + 1e-12), side="right")
+        start = int(np.argmax(ends - np.arange(len(idx))))
+        labels_sorted[idx[start : ends[start]]] = label
+        label += 1
+    labels = np.empty(len(x), dtype=int)
+    labels[order] = labels_sorted
+    # renumber by each group's median compute so labels increase with budget
+    medians = np.array([np.median(x[labels == g]) for g in range(label)])
+    rank = np.empty(label, dtype=int)
+    rank[np.argsort(medians, kind="stable")] = np.arange(label)
+    return rank[labels]
+
+
 # ------------------------------------------------------------------ Huber on log loss
 
 
@@ -91,17 +121,18 @@ def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Form:
-    """A law written as log L_hat = f(theta; x) with its Jacobian, fitted by Huber on log loss.
+    """A law written as log L_hat = f(theta; x), fitted by Huber on log loss.
 
-    ``logpred(theta (K,p), X) -> (pred (K,n), jac (K,n,p))``; ``to_natural(theta (K,p))`` gives
-    the named parameters (arrays of length K). ``xs`` names the inputs in X.
+    ``logpred(theta (K,p), X) -> (pred (K,n), vjp)`` where ``vjp(w (K,n)) -> (K,p)`` is
+    sum_n w * d pred / d theta (the gradient's chain rule without building a (K,n,p) Jacobian);
+    ``to_natural(theta (K,p))`` gives the named parameters (arrays of length K).
     """
 
     name: str
     theta_names: tuple[str, ...]
     natural_names: tuple[str, ...]
     xs: tuple[str, ...]
-    logpred: Callable[[np.ndarray, dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+    logpred: Callable[[np.ndarray, dict[str, np.ndarray]], tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]
     to_natural: Callable[[np.ndarray], dict[str, np.ndarray]]
     formula: str
 
@@ -118,7 +149,7 @@ def _lse_terms(terms: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
     return m + np.log(s), [x / s for x in exps]
 
 
-def _chinchilla_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _chinchilla_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.ndarray, Vjp]:
     # theta = (a, b, e, alpha, beta) with a, b centred at the data's mean log N and log D
     # (a_c = a - alpha*mean log N): a and alpha are otherwise ~0.999 correlated because
     # log N ~ 20, which makes L-BFGS crawl. The objective is unchanged (a linear reparametrisation).
@@ -126,8 +157,12 @@ def _chinchilla_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np
     a, b, e, al, be = (theta[:, i : i + 1] for i in range(5))
     K, n = theta.shape[0], lN.shape[-1]
     lse, (pu, pv, pw) = _lse_terms([a - al * lN, b - be * lD, np.broadcast_to(e, (K, n))])
-    jac = np.stack([pu, pv, pw, -pu * lN, -pv * lD], axis=-1)
-    return lse, jac
+
+    def vjp(w: np.ndarray) -> np.ndarray:
+        wu, wv = w * pu, w * pv
+        return np.column_stack([wu.sum(1), wv.sum(1), (w * pw).sum(1), -(wu @ lN), -(wv @ lD)])
+
+    return lse, vjp
 
 
 def _chinchilla_natural(theta: np.ndarray, centre: tuple[float, float]) -> dict[str, np.ndarray]:
@@ -184,13 +219,13 @@ def huber_objective(
     """
 
     def fg(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred, jac = form.logpred(theta, X)
+        pred, vjp = form.logpred(theta, X)
         h, psi = huber(pred - y, delta)
         if weights is not None:
             w = weights[rows]
             h, psi = h * w, psi * w
         f = h.sum(axis=1) / delta
-        g = np.einsum("kn,knp->kp", psi, jac) / delta
+        g = vjp(psi) / delta
         bad = ~np.isfinite(f) | ~np.isfinite(g).all(axis=1)
         f[bad] = np.inf
         return f, g
@@ -233,6 +268,7 @@ def batched_lbfgs(
     fg: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     x0: np.ndarray,
     *,
+    rows: np.ndarray | None = None,
     gtol: float = 1e-8,
     max_iter: int = 3000,
     memory: int = 10,
@@ -243,11 +279,13 @@ def batched_lbfgs(
     Problems that converge (max |grad| <= gtol) leave the active set, so late iterations only
     pay for the stragglers. Near the optimum f stops changing in double precision before the
     gradient reaches gtol; the Armijo test therefore allows rounding noise (1e-14 relative)
-    and a problem counts as converged only on the gradient.
+    and a problem counts as converged only on the gradient. ``rows`` are the problem ids
+    passed to fg (default 0..K-1), so a subset of a weighted batch can be resumed.
     """
     K, p = x0.shape
+    rows = np.arange(K) if rows is None else np.asarray(rows)
     x = np.array(x0, dtype=float)
-    f, g = fg(x, np.arange(K))
+    f, g = fg(x, rows)
     S = np.zeros((K, memory, p))
     Y = np.zeros((K, memory, p))
     rho = np.zeros((K, memory))
@@ -269,7 +307,7 @@ def batched_lbfgs(
         gnorm = np.sqrt(-gd[reset])
         t = np.ones(idx.size)
         t[reset] = np.minimum(1.0, 1.0 / np.maximum(gnorm, 1e-300))
-        x_new, f_new, g_new, ok = _backtrack(fg, x[idx], fi, gd, d, t, idx, max_ls)
+        x_new, f_new, g_new, ok = _backtrack(fg, x[idx], fi, gd, d, t, rows[idx], max_ls)
         n_iter[idx] += 1
         # curvature pairs only where the step was accepted and s.y > 0 (keeps H positive definite)
         s, yv = x_new - x[idx], g_new - gi
@@ -294,6 +332,38 @@ def batched_lbfgs(
     return BatchResult(x=x, f=f, g=g, converged=converged, n_iter=n_iter)
 
 
+def race(
+    fg: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    group: np.ndarray,
+    *,
+    keep: int = 1,
+    race_iter: int = 300,
+    gtol: float = 1e-8,
+    max_iter: int = 3000,
+) -> BatchResult:
+    """Run every start for ``race_iter`` iterations, then finish only the ``keep`` best per group.
+
+    Starts stranded on a plateau (a term that has vanished) crawl for thousands of iterations
+    without ever becoming competitive; racing stops paying for them. ``group`` labels the
+    problems that are starts of the same fit (one resample, or one grid).
+    """
+    r = batched_lbfgs(fg, x0, gtol=gtol, max_iter=race_iter)
+    f = np.where(np.isfinite(r.f), r.f, np.inf)
+    order = np.lexsort((f, group))
+    g_sorted = group[order]
+    first = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1]
+    rank = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+    finalists = order[(rank < keep) & np.isfinite(f[order])]
+    todo = finalists[~r.converged[finalists]]
+    if todo.size:
+        r2 = batched_lbfgs(fg, r.x[todo], rows=todo, gtol=gtol, max_iter=max_iter - race_iter)
+        r.x[todo], r.f[todo], r.g[todo] = r2.x, r2.f, r2.g
+        r.converged[todo] = r2.converged
+        r.n_iter[todo] += r2.n_iter
+    return r
+
+
 def _backtrack(
     fg: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     x: np.ndarray,
@@ -305,7 +375,11 @@ def _backtrack(
     max_ls: int,
     c1: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched Armijo backtracking: halve t for the problems whose trial point is not good enough."""
+    """Batched Armijo backtracking for the problems whose trial point is not good enough.
+
+    The next step minimises the quadratic through f(0), f'(0) and f(t), kept within
+    [0.1 t, 0.5 t]: fewer rounds than plain halving when the first step overshoots by far.
+    """
     x_new, f_new, g_new = x.copy(), f.copy(), np.zeros_like(x)
     ok = np.zeros(len(f), dtype=bool)
     pending = np.arange(len(f))
@@ -316,10 +390,15 @@ def _backtrack(
         good = ft <= f[pending] + c1 * t[pending] * gd[pending] + noise
         acc = pending[good]
         x_new[acc], f_new[acc], g_new[acc], ok[acc] = xt[good], ft[good], gt[good], True
-        pending = pending[~good]
+        bad = ~good
+        pending, ft, tp = pending[bad], ft[bad], t[pending[bad]]
         if pending.size == 0:
             break
-        t[pending] *= 0.5
+        curv = ft - f[pending] - gd[pending] * tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_quad = -gd[pending] * tp * tp / (2.0 * curv)
+        t_quad = np.where(np.isfinite(t_quad) & (curv > 0), t_quad, 0.1 * tp)
+        t[pending] = np.clip(t_quad, 0.1 * tp, 0.5 * tp)
     return x_new, f_new, g_new, ok
 
 
@@ -363,8 +442,9 @@ def fit_huber_form(
     """
     fg = huber_objective(form, X, y, delta)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        res = batched_lbfgs(fg, np.asarray(starts, dtype=float), gtol=BOOT_GTOL)
-    finite = np.isfinite(res.f)
+        starts = np.asarray(starts, dtype=float)
+        res = race(fg, starts, np.zeros(len(starts), dtype=int), keep=5, gtol=BOOT_GTOL)
+    finite = np.isfinite(res.f) & res.converged
     if not finite.any():
         raise LossLawError(f"{form.name} fit did not converge: the objective is not finite from any start")
     best = int(np.argmin(np.where(finite, res.f, np.inf)))
@@ -446,7 +526,7 @@ def bootstrap_huber(
     fg = huber_objective(form, X, y, delta, weights)
     x0 = np.tile(starts, (n_bootstrap, 1))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        res = batched_lbfgs(fg, x0, gtol=BOOT_GTOL)
+        res = race(fg, x0, np.repeat(np.arange(n_bootstrap), S), keep=1, gtol=BOOT_GTOL)
     f = np.where(res.converged, res.f, np.inf).reshape(n_bootstrap, S)
     best = np.argmin(f, axis=1)
     k = np.arange(n_bootstrap) * S + best
@@ -455,7 +535,9 @@ def bootstrap_huber(
     ok = np.isfinite(f[np.arange(n_bootstrap), best])
     ok &= np.all([np.isfinite(v) for v in nat.values()], axis=0)
     warm = f[:, 0]
-    multimodal = int(np.sum(ok & (f[np.arange(n_bootstrap), best] < warm - 1e-9 * np.maximum(1.0, np.abs(warm)))))
+    with np.errstate(invalid="ignore"):  # warm may be inf (the warm start did not converge)
+        better = f[np.arange(n_bootstrap), best] < warm - 1e-9 * np.maximum(1.0, np.abs(warm))
+    multimodal = int(np.sum(ok & better))
     return theta[ok], int((~ok).sum()), multimodal
 
 
@@ -669,3 +751,283 @@ def fit_chinchilla(
         boot=boot,
         data={"N": N, "D": D, "loss": loss},
     )
+
+
+# ------------------------------------------------------------------ Kaplan and saturating forms
+
+
+def _power_logpred(xkey: str) -> Callable[[np.ndarray, dict[str, np.ndarray]], tuple[np.ndarray, Vjp]]:
+    """log L = k - alpha * (log x - centre): Kaplan's L(N) = (N_c/N)^alpha_N (and L(D)), linear in theta."""
+
+    def logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.ndarray, Vjp]:
+        cx = X[xkey]
+        k, al = theta[:, :1], theta[:, 1:2]
+
+        def vjp(w: np.ndarray) -> np.ndarray:
+            return np.column_stack([w.sum(1), -(w @ cx)])
+
+        return k - al * cx, vjp
+
+    return logpred
+
+
+def _power_natural(theta: np.ndarray, centre: float, scale: str, exponent: str) -> dict[str, np.ndarray]:
+    k, al = theta.T
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return {scale: np.exp(k / al + centre), exponent: al}
+
+
+def _kaplan_nd_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.ndarray, Vjp]:
+    # L = [(N_c/N)^(aN/aD) + D_c/D]^aD  ->  log L = aD * LSE(r (nc - cN), dc - cD), r = aN/aD,
+    # with nc, dc = log N_c, log D_c measured from the data's centre.
+    cN, cD = X["cN"], X["cD"]
+    nc, dc, aN, aD = (theta[:, i : i + 1] for i in range(4))
+    ratio = aN / aD
+    u = ratio * (nc - cN)
+    s, (pu, pv) = _lse_terms([u, np.broadcast_to(dc, u.shape) - cD])
+
+    def vjp(w: np.ndarray) -> np.ndarray:
+        wu = w * pu
+        return np.column_stack([
+            (wu * aN).sum(1),  # d/d nc = aD * pu * ratio
+            (w * pv * aD).sum(1),  # d/d dc
+            (wu * (nc - cN)).sum(1),  # d/d aN = aD * pu * (nc - cN) / aD
+            (w * s).sum(1) - (wu * u).sum(1),  # d/d aD = s + aD pu du/daD = s - pu u
+        ])
+
+    return aD * s, vjp
+
+
+def _kaplan_nd_natural(theta: np.ndarray, centre: tuple[float, float]) -> dict[str, np.ndarray]:
+    nc, dc, aN, aD = theta.T
+    with np.errstate(over="ignore"):
+        return {"N_c": np.exp(nc + centre[0]), "D_c": np.exp(dc + centre[1]), "alpha_N": aN, "alpha_D": aD}
+
+
+def _saturating_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.ndarray, Vjp]:
+    # L = E + A C^-gamma  ->  log L = LSE(a - gamma cC, e), a measured from the data's centre
+    cC = X["cC"]
+    a, e, ga = (theta[:, i : i + 1] for i in range(3))
+    lse, (pa, pe) = _lse_terms([a - ga * cC, np.broadcast_to(e, (theta.shape[0], cC.shape[-1]))])
+
+    def vjp(w: np.ndarray) -> np.ndarray:
+        wa = w * pa
+        return np.column_stack([wa.sum(1), (w * pe).sum(1), -(wa @ cC)])
+
+    return lse, vjp
+
+
+def _saturating_natural(theta: np.ndarray, centre: float) -> dict[str, np.ndarray]:
+    a, e, ga = theta.T
+    with np.errstate(over="ignore"):
+        return {"E": np.exp(e), "A": np.exp(a + ga * centre), "gamma": ga}
+
+
+@dataclass
+class LawFit:
+    """A fitted Kaplan or saturating law with bootstrap SEs and intervals of its parameters."""
+
+    name: str
+    formula: str
+    inputs: tuple[str, ...]  # which of N, D, C it takes
+    params: dict[str, float]
+    se: dict[str, float]
+    intervals: dict[str, dict[str, float]]
+    objective: float
+    n_points: int
+    n_bootstrap_ok: int
+    n_bootstrap_failed: int
+    x_max: dict[str, float]  # the largest value of each input in the data (extrapolation reference)
+    note: str = ""
+    boot: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def predict(self, **x: Any) -> np.ndarray:
+        return _law_predict(self.name, self.params, {k: np.asarray(v, dtype=float) for k, v in x.items()})
+
+    def predict_band(self, q: tuple[float, float] = (0.05, 0.95), **x: Any) -> dict[str, np.ndarray]:
+        """Point prediction and bootstrap percentile band on a grid of inputs."""
+        xs = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in x.items()}
+        value = self.predict(**xs)
+        if not self.boot:
+            return {"value": value, "lo": np.full_like(value, np.nan), "hi": np.full_like(value, np.nan)}
+        draws = _law_predict(self.name, {k: v[:, None] for k, v in self.boot.items()},
+                             {k: v[None, :] for k, v in xs.items()})
+        lo, hi = np.quantile(draws, q, axis=0)
+        return {"value": value, "lo": lo, "hi": hi}
+
+    def to_dict(self) -> dict:
+        return {
+            "form": self.name,
+            "formula": self.formula,
+            "params": dict(self.params),
+            "se": dict(self.se),
+            "intervals": self.intervals,
+            "objective": self.objective,
+            "n_points": self.n_points,
+            "n_bootstrap_ok": self.n_bootstrap_ok,
+            "n_bootstrap_failed": self.n_bootstrap_failed,
+            "x_max": dict(self.x_max),
+            "note": self.note,
+        }
+
+
+def _law_predict(name: str, p: dict[str, Any], x: dict[str, np.ndarray]) -> np.ndarray:
+    if name == "kaplan_N":
+        return (p["N_c"] / x["N"]) ** p["alpha_N"]
+    if name == "kaplan_D":
+        return (p["D_c"] / x["D"]) ** p["alpha_D"]
+    if name == "kaplan_ND":
+        return ((p["N_c"] / x["N"]) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / x["D"]) ** p["alpha_D"]
+    if name == "saturating":
+        return p["E"] + p["A"] * x["C"] ** (-p["gamma"])
+    raise LossLawError(f"unknown law {name!r}")
+
+
+LAW_FORMS = {
+    "kaplan_N": ("L = (N_c/N)^alpha_N", ("N",)),
+    "kaplan_D": ("L = (D_c/D)^alpha_D", ("D",)),
+    "kaplan_ND": ("L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D", ("N", "D")),
+    "saturating": ("L = E + A*C^-gamma", ("C",)),
+}
+
+
+def _law_setup(name: str, data: dict[str, np.ndarray]) -> tuple[Form, dict[str, np.ndarray], np.ndarray]:
+    """The Form, centred inputs and grid of starts for one Kaplan/saturating law."""
+    formula, inputs = LAW_FORMS[name]
+    logs = {k: np.log(data[k]) for k in inputs}
+    centre = {k: float(v.mean()) for k, v in logs.items()}
+    X = {f"c{k}": logs[k] - centre[k] for k in inputs}
+    if name in ("kaplan_N", "kaplan_D"):
+        k = inputs[0]
+        scale, expo = f"{k}_c", f"alpha_{k}"
+        form = Form(name, ("k", expo), (scale, expo), (f"c{k}",), _power_logpred(f"c{k}"),
+                    lambda th, c=centre[k], s=scale, e=expo: _power_natural(th, c, s, e), formula)
+        starts = np.array([[0.5, 0.05], [1.0, 0.1], [1.0, 0.5]])
+    elif name == "kaplan_ND":
+        cN, cD = centre["N"], centre["D"]
+        form = Form(name, ("nc", "dc", "alpha_N", "alpha_D"), ("N_c", "D_c", "alpha_N", "alpha_D"),
+                    ("cN", "cD"), _kaplan_nd_logpred, lambda th: _kaplan_nd_natural(th, (cN, cD)), formula)
+        axes = (np.array([2.0, 10.0, 25.0]), np.array([2.0, 10.0, 25.0]),
+                np.array([0.05, 0.1, 0.3]), np.array([0.05, 0.1, 0.3]))
+        starts = np.column_stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")])
+    else:
+        cC = centre["C"]
+        form = Form(name, ("a", "e", "gamma"), ("E", "A", "gamma"), ("cC",), _saturating_logpred,
+                    lambda th: _saturating_natural(th, cC), formula)
+        axes = (np.array([-3.0, -1.0, 0.5]), np.array([-1.0, 0.0, 0.7]), np.array([0.02, 0.05, 0.1, 0.3]))
+        starts = np.column_stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")])
+    return form, X, starts
+
+
+def fit_law(
+    name: str,
+    *,
+    N: Any = None,
+    D: Any = None,
+    C: Any = None,
+    loss: Any,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    q: tuple[float, float] = (0.05, 0.95),
+    note: str = "",
+) -> LawFit:
+    """Fit a Kaplan form (kaplan_N, kaplan_D, kaplan_ND) or the saturating L(C) by Huber on log loss."""
+    if name not in LAW_FORMS:
+        raise LossLawError(f"law {name!r} is not known; allowed: {', '.join(LAW_FORMS)}")
+    formula, inputs = LAW_FORMS[name]
+    given = {"N": N, "D": D, "C": C}
+    missing = [k for k in inputs if given[k] is None]
+    if missing:
+        raise LossLawError(f"{name} needs {', '.join(inputs)}; missing: {', '.join(missing)}")
+    data = {k: as_positive(k, given[k]) for k in inputs}
+    y = as_positive("loss", loss)
+    n = check_same_length(**data, loss=y)
+    n_params = {"kaplan_N": 2, "kaplan_D": 2, "kaplan_ND": 4, "saturating": 3}[name]
+    if n <= n_params:
+        raise LossLawError(f"{name} has {n_params} parameters and needs at least {n_params + 1} points; got {n}")
+    for k in inputs:
+        require_distinct(k, data[k], n_params if name != "kaplan_ND" else 3, name)
+    form, X, starts = _law_setup(name, data)
+    hf = fit_huber_form(form, X, np.log(y), starts, delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+    params = {k: float(v[0]) for k, v in form.to_natural(hf.theta[None]).items()}
+    boot = form.to_natural(hf.boot_theta) if len(hf.boot_theta) else {}
+    return LawFit(
+        name=name,
+        formula=formula,
+        inputs=inputs,
+        params=params,
+        se={k: float(np.std(v, ddof=1)) for k, v in boot.items()} if len(hf.boot_theta) > 1 else {},
+        intervals={k: {kk: quantile_summary(params[k], boot.get(k), q)[kk] for kk in ("lo", "hi")}
+                   for k in params},
+        objective=hf.objective,
+        n_points=n,
+        n_bootstrap_ok=len(hf.boot_theta),
+        n_bootstrap_failed=hf.n_bootstrap_failed,
+        x_max={k: float(v.max()) for k, v in data.items()},
+        note=note,
+        boot=boot,
+    )
+
+
+# ------------------------------------------------------------------ validation
+
+
+def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Relative errors of predicted loss: mean |%|, max |%|, mean signed % (bias), RMSE of log."""
+    rel = predicted / observed - 1.0
+    return {
+        "mean_abs_pct": float(100 * np.mean(np.abs(rel))),
+        "max_abs_pct": float(100 * np.max(np.abs(rel))),
+        "bias_pct": float(100 * np.mean(rel)),
+        "rmse_log": float(np.sqrt(np.mean(np.log(predicted / observed) ** 2))),
+    }
+
+
+def leave_largest_out(
+    N: Any,
+    D: Any,
+    loss: Any,
+    *,
+    holdout_frac: float = 0.1,
+    span_dex: float = 0.1,
+    delta: float = DEFAULT_DELTA,
+    full_fit: ChinchillaFit | None = None,
+) -> dict[str, Any]:
+    """Fit the Chinchilla form on the smaller budgets and predict the held-out largest ones.
+
+    Whole compute budgets (``budget_groups``) are held out, largest first, until at least
+    ``holdout_frac`` of the runs are out, so no budget is split between train and test.
+    With ``full_fit`` the same errors of the all-data fit are given as the in-sample baseline.
+    """
+    N, D, loss = as_positive("N", N), as_positive("D", D), as_positive("loss", loss)
+    n = check_same_length(N=N, D=D, loss=loss)
+    if not 0 < holdout_frac < 1:
+        raise LossLawError(f"holdout_frac = {holdout_frac!r} is not allowed; allowed: 0 < frac < 1")
+    C = 6.0 * N * D
+    labels = budget_groups(C, span_dex)
+    test = np.zeros(n, dtype=bool)
+    for g in range(labels.max(), 0, -1):  # never hold out the smallest budget: nothing left to fit
+        test |= labels == g
+        if test.sum() >= holdout_frac * n:
+            break
+    if not test.any():
+        raise LossLawError("leave-largest-out needs at least 2 compute budgets; the data has 1")
+    train = ~test
+    fit = fit_chinchilla(N[train], D[train], loss[train], n_bootstrap=0, delta=delta)
+    pred = fit.predict(N[test], D[test])
+    out: dict[str, Any] = {
+        "form": "chinchilla",
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+        "c_max_train": float(C[train].max()),
+        "c_min_test": float(C[test].min()),
+        "c_max_test": float(C[test].max()),
+        "extrapolation_oom": float(np.log10(C[test].max() / C[train].max())),
+        "params_train": fit.params,
+        "errors": prediction_errors(loss[test], pred),
+        "train_errors": prediction_errors(loss[train], fit.predict(N[train], D[train])),
+    }
+    if full_fit is not None:
+        out["in_sample_errors"] = prediction_errors(loss[test], full_fit.predict(N[test], D[test]))
+    return out
