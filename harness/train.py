@@ -246,7 +246,8 @@ def summarize_run(cfg, shape, per_rank, losses, heldout, steps, train_wall, peak
             "comm_time_median_s": comm_median,
             "comm_fraction": comm_median / step_median if step_median > 0 else None,
             "comm_bytes_per_step": comm_bytes,
-            "comm_method": "union of DDP bucket all-reduce in-flight intervals (comm hook)",
+            "comm_method": "union of DDP bucket all-reduce in-flight intervals (comm hook)" if ws > 1
+            else "none: one process has no gradient communication",
             "train_wall_s": train_wall,
         },
         "throughput": {

@@ -96,3 +96,13 @@ def test_run_id_is_stable_and_ignores_where_results_go():
     b = C.compose(["nproc=2", "results_dir=/b", "sweep_name=y"])
     c = C.compose(["nproc=2", "train.seed=1"])
     assert plan.run_id(a) == plan.run_id(b) != plan.run_id(c)
+
+
+def test_wandb_logs_offline_from_rank0_when_enabled(run_train, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = run_train("nproc=2", "wandb.enabled=true", "train.tokens=4096")
+    assert out.status == "completed", out.record.get("failure")
+    runs = list((out.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # rank 0 only

@@ -74,14 +74,16 @@ class DDPEngine(Engine):
         self.device, self.dtype, self.grad_clip = info.device, t.dtype, t.grad_clip
         model.to(info.device)
         self.module = model
-        self.model = DistributedDataParallel(
-            model,
-            device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            bucket_cap_mb=e.bucket_cap_mb,
-            gradient_as_bucket_view=e.gradient_as_bucket_view,
-        )
         self.comm = CommTimer(info.world_size, info.device.type == "cuda")
-        self.model.register_comm_hook(self.comm, timed_allreduce_hook)
+        self.model: torch.nn.Module = model
+        if info.world_size > 1:  # one process has nothing to all-reduce: no wrapper, no copies
+            self.model = DistributedDataParallel(
+                model,
+                device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                bucket_cap_mb=e.bucket_cap_mb,
+                gradient_as_bucket_view=e.gradient_as_bucket_view,
+            )
+            self.model.register_comm_hook(self.comm, timed_allreduce_hook)
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.optimizer = torch.optim.AdamW(
             param_groups(model, t.weight_decay),
@@ -94,7 +96,7 @@ class DDPEngine(Engine):
         self.accum = t.grad_accum
 
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, *, last: bool) -> torch.Tensor:
-        sync = contextlib.nullcontext() if last else self.model.no_sync()
+        sync = self.model.no_sync() if not last and isinstance(self.model, DistributedDataParallel) else contextlib.nullcontext()
         with sync:
             with autocast(self.device, self.dtype):
                 loss = self.forward(x, y)
