@@ -8,7 +8,9 @@ that says completed or failed (with the failing rank and its error).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -70,8 +72,6 @@ def prepare_run(cfg: Any) -> Path:
 
 def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) -> Outcome:
     """Run one training run with torchrun on this machine and return its final status."""
-    from harness.train import first_error
-
     run_dir = prepare_run(cfg)
     cmd = torchrun_command(cfg, run_dir)
     start = time.time()
@@ -97,7 +97,7 @@ def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) 
     except RecordError:
         record = None
     if record is None or record.get("status") != "completed":
-        failure = first_error(run_dir) or {}
+        failure = failure_cause(run_dir)
         if timed_out:
             failure = {"type": "Timeout", "message": f"run exceeded {timeout_s} s and was killed"}
         failure.update(returncode=rc, log_tail=_tail(run_dir / LOG_FILE))
@@ -130,6 +130,39 @@ def dry_run(cfg: Any) -> str:
     import importlib
 
     return importlib.import_module(f"harness.launchers.{name}").dry_run(cfg)
+
+
+def root_cause(log_text: str) -> dict | None:
+    """torchrun's "Root Cause (first observed failure)": the rank whose process ended first, and how."""
+    _, sep, rest = log_text.partition("Root Cause (first observed failure)")
+    if not sep:
+        return None
+    rank = re.search(r"rank\s*:\s*(\d+)", rest)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)", rest)
+    if not rank or not code:
+        return None
+    return {"rank": int(rank.group(1)), "exitcode": int(code.group(1))}
+
+
+def failure_cause(run_dir: Path) -> dict:
+    """Which rank failed first and why: its own error file, else how its process ended."""
+    from harness.train import ERRORS_DIR, first_error
+
+    rc = root_cause(_tail(run_dir / LOG_FILE, lines=200))
+    if rc is not None:
+        own = run_dir / ERRORS_DIR / f"rank{rc['rank']}.json"
+        if own.exists():
+            try:
+                return json.loads(own.read_text())
+            except (OSError, json.JSONDecodeError):
+                pass
+        code = rc["exitcode"]
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            return {"rank": rc["rank"], "type": "Signal", "message": f"rank {rc['rank']} was killed by {name}"}
+        return {"rank": rc["rank"], "type": "ProcessExit",
+                "message": f"rank {rc['rank']} exited with code {code} without a Python error"}
+    return first_error(run_dir) or {}
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -70,18 +70,21 @@ def test_harness_train_cli_two_processes_leaves_complete_record(tmp_path):
     assert (path.parent / "config.yaml").exists() and (path.parent / "metrics.jsonl").exists()
 
 
-@pytest.mark.parametrize("fault, kind", [("raise@1:2", "InjectedFault"), ("exit@1:2", None)])
-def test_failed_rank_leaves_failed_record_with_cause(run_train, monkeypatch, fault, kind):
+@pytest.mark.parametrize(
+    "fault, kind, message",
+    [
+        ("raise@1:2", "InjectedFault", "rank 1, step 2"),
+        ("exit@1:2", "ProcessExit", "rank 1 exited with code 3"),
+        ("kill@1:2", "Signal", "rank 1 was killed by SIGKILL"),
+    ],
+)
+def test_failed_rank_leaves_failed_record_with_cause(run_train, monkeypatch, fault, kind, message):
     monkeypatch.setenv("HARNESS_FAULT", fault)
     out = run_train("nproc=2")
     assert out.status == "failed" and out.returncode != 0
-    rec = read_record(out.run_dir)
-    failure = rec["failure"]
-    assert failure["returncode"] != 0
-    if kind:  # a Python exception names the rank and the error
-        assert failure["rank"] == 1 and failure["type"] == kind and "rank 1, step 2" in failure["message"]
-    else:  # a hard crash leaves no traceback: the cause is torchrun's report in the log tail
-        assert "exitcode" in failure["log_tail"] or "3" in failure["log_tail"]
+    failure = read_record(out.run_dir)["failure"]
+    assert failure["rank"] == 1 and failure["type"] == kind and message in failure["message"]
+    assert failure["returncode"] != 0 and failure["log_tail"]
 
 
 def test_nan_loss_is_recorded_as_diverged(run_train, monkeypatch):
