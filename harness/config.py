@@ -97,10 +97,42 @@ class DataConfig:
 
 @dataclass
 class LauncherConfig:
-    """How the ranks are started: local torchrun (default), multinode, deepspeed, slurm."""
+    """How the ranks are started: local torchrun (default), multinode, deepspeed, slurm.
+
+    One schema for every launcher (``configs/launcher/<name>.yaml`` sets what it uses);
+    ``launch/README.md`` shows each on a real cluster.
+    """
 
     name: str = "local"
     timeout_s: float | None = None  # kill a run after this long and record it as timed out
+    # Networking (multinode, deepspeed, slurm): the interface gloo / NCCL bind to, e.g. ib0
+    # (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME); empty = their own choice.
+    socket_ifname: str = ""
+    # How long a driver whose node did not host rank 0 waits for the record on the shared filesystem.
+    record_wait_s: float = 120.0
+    # multinode: torchrun with c10d rendezvous, one driver per node.
+    rdzv_endpoint: str = ""  # HOST:PORT every node reaches; the node owning HOST serves the rendezvous
+    rdzv_id: str = ""  # empty = the run id (the same on every node)
+    local_addr: str = ""  # this node's address as the others reach it (torchrun --local-addr)
+    join_timeout_s: float = 600.0  # how long the agents wait for all nodes to join
+    # deepspeed: the DeepSpeed launcher with an MPI-style hostfile ("host slots=N" per line).
+    hostfile: str = ""  # empty with nnodes=1: "localhost slots=<nproc>" written into the run folder
+    master_addr: str = ""  # rank 0's host; empty = the first host of the hostfile
+    master_port: int = 29500
+    node_rank: int = -1  # >= 0: no ssh, start one driver per node with its rank (like torchrun)
+    ds_launcher: str = "pdsh"  # DeepSpeed's multi-node backend over ssh: pdsh, openmpi, mvapich, slurm
+    # slurm: Hydra's submitit launcher, one task per node running torchrun.
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 60  # SLURM time limit of the job
+    cpus_per_task: int | None = None  # one task per node: the node's cores for its ranks
+    gpus_per_node: int | None = None  # null = cluster.gpus_per_node on CUDA, none on CPU
+    mem_gb: int | None = None
+    rdzv_port: int = 29400  # rendezvous port on the job's first node
+    submitit_folder: str = ""  # empty = <run dir>/slurm/submitit (fresh for every submission)
+    setup: list[str] = field(default_factory=list)  # shell lines run in the job before srun
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # extra sbatch options
 
 
 @dataclass

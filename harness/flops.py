@@ -20,16 +20,16 @@ class Shape:
     n_head: int
     vocab_size: int
     seq_len: int
-    mlp_ratio: int = 4
+    mlp_ratio: float = 4  # fractional for gated (SwiGLU) MLPs expressed as an equivalent width
 
 
-def layer_params(d_model: int, mlp_ratio: int = 4) -> int:
+def layer_params(d_model: int, mlp_ratio: float = 4) -> int:
     """One transformer block: attention (qkv + proj), MLP, two LayerNorms, all with biases."""
     d, h = d_model, mlp_ratio * d_model
     attn = (d * 3 * d + 3 * d) + (d * d + d)
     mlp = (d * h + h) + (h * d + d)
     norms = 2 * (2 * d)
-    return attn + mlp + norms
+    return round(attn + mlp + norms)
 
 
 def params_nonembedding(s: Shape) -> int:

@@ -8,6 +8,8 @@ that says completed or failed (with the failing rank and its error).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +63,55 @@ def worker_env(cfg: Any) -> dict[str, str]:
     return env
 
 
+class RunLocked(RuntimeError):
+    """Another process (another sweep, another node's driver) is running this run right now."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """An exclusive lock per run folder, held while the run is in flight (released if the holder dies)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir} is being run by another process") from None
+        yield
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def kill_tree(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM torchrun (it forwards to its ranks), then SIGKILL whatever is left of the tree.
+
+    torchrun starts each rank in a session of its own, so killing its process group is not enough.
+    """
+    procs = [pid, *_descendants(pid)]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in procs):
+        time.sleep(0.1)
+    for p in [*procs, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
 def prepare_run(cfg: Any) -> Path:
     """Folder, frozen config and a 'running' record; data prepared once here, not in every rank."""
     resolve_source(cfg.data.source, cfg.data.cache_dir, cfg.data.heldout_frac)
@@ -72,6 +124,11 @@ def prepare_run(cfg: Any) -> Path:
 
 def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) -> Outcome:
     """Run one training run with torchrun on this machine and return its final status."""
+    with run_lock(plan.run_dir(cfg)):
+        return _run_locked(cfg, timeout_s, quiet)
+
+
+def _run_locked(cfg: Any, timeout_s: float | None, quiet: bool) -> Outcome:
     run_dir = prepare_run(cfg)
     cmd = torchrun_command(cfg, run_dir)
     start = time.time()
@@ -80,26 +137,31 @@ def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) 
         log.flush()
         proc = subprocess.Popen(cmd, env=worker_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
-        timed_out = False
+        timed_out = threading.Event()
+
+        def kill() -> None:  # a watchdog: a silent hang must end too
+            timed_out.set()
+            kill_tree(proc.pid)
+
+        watchdog = threading.Timer(timeout_s, kill) if timeout_s else None
+        if watchdog:
+            watchdog.start()
         assert proc.stdout is not None
-        deadline = start + timeout_s if timeout_s else None
         for line in proc.stdout:
             log.write(line)
             if not quiet:
                 sys.stdout.write(line)
-            if deadline and time.time() > deadline:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
         rc = proc.wait()
+        if watchdog:
+            watchdog.cancel()
     try:
         record = read_record(run_dir)
     except RecordError:
         record = None
     if record is None or record.get("status") != "completed":
         failure = failure_cause(run_dir)
-        if timed_out:
-            failure = {"type": "Timeout", "message": f"run exceeded {timeout_s} s and was killed"}
+        if timed_out.is_set():
+            failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={timeout_s} s and was killed"}
         failure.update(returncode=rc, log_tail=_tail(run_dir / LOG_FILE))
         record = plan.failed_record(cfg, failure, duration_s=time.time() - start)
         write_record(run_dir, record)

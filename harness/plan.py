@@ -102,9 +102,15 @@ def base_record(cfg: Any, status: str) -> dict:
     }
 
 
+# How a failure's type maps to the record status: deterministic outcomes get their own status
+# so a sweep does not re-run them by default; everything else is "failed" and is retried.
+FAILURE_STATUS = {"Diverged": "diverged", "OutOfMemoryError": "oom", "MemoryError": "oom", "Timeout": "timeout"}
+
+
 def failed_record(cfg: Any, failure: dict | None, **extra: Any) -> dict:
-    """A failed run's record: the static part plus the cause (rank, exception, message)."""
-    record = base_record(cfg, "failed")
+    """A run that did not complete: the static part plus the cause (rank, exception, message)."""
+    failure = failure or {}
+    record = base_record(cfg, FAILURE_STATUS.get(failure.get("type", ""), "failed"))
     record["failure"] = failure or {"type": "unknown", "message": "the run ended without a record or an error"}
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record.update(extra)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed")
+# completed: finished and measured. failed: crashed (retried by sweeps). diverged: NaN/Inf loss.
+# oom: out of memory. timeout: killed at the launcher's time limit.
+STATUSES = ("running", "completed", "failed", "diverged", "oom", "timeout")
 RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"

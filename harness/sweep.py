@@ -99,16 +99,25 @@ class Progress:
                 f"elapsed {time.time() - self.start:.0f} s, ETA {eta:.0f} s")
 
 
+# Statuses a re-run repeats by default: crashes and time-outs may pass next time; a diverged or
+# out-of-memory run would fail the same way (re-run those with --retry-all).
+RETRY = {None, "running", "failed", "timeout"}
+
+
 def run_point(point: Point) -> tuple[Point, dict, float]:
     from harness import launch
 
     start = time.time()
-    outcome = launch.run(point.cfg, quiet=True)
-    return point, outcome.record, time.time() - start
+    try:
+        record = launch.run(point.cfg, quiet=True).record
+    except launch.RunLocked as e:
+        record = {"run_id": plan.run_id(point.cfg), "status": "locked", "failure": {"type": "RunLocked", "message": str(e)}}
+    return point, record, time.time() - start
 
 
-def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = None, retry_failed: bool = True,
+def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = None, retry: str = "failed",
               log=print) -> list[dict]:
+    """Run the sweep's missing points. retry: "failed" (crashes, time-outs), "all" (also diverged, oom), "none"."""
     points = expand(sweep, user_overrides)
     records: dict[str, dict] = {}
     todo: list[Point] = []
@@ -117,10 +126,11 @@ def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = N
             log(f"[sweep] invalid point {p.label}: {p.error}")
             continue
         st = status_of(p.cfg)
-        if st == "completed" or (st == "failed" and not retry_failed):
-            records[plan.run_id(p.cfg)] = read_record(plan.run_dir(p.cfg))
-        else:
+        rerun = st is None or (st != "completed" and (retry == "all" or (retry == "failed" and st in RETRY)))
+        if rerun:
             todo.append(p)
+        else:
+            records[plan.run_id(p.cfg)] = read_record(plan.run_dir(p.cfg))
     invalid = [p for p in points if p.cfg is None]
     log(f"[sweep] {sweep.name}: {len(points)} points, {len(records)} already recorded, {len(todo)} to run"
         + (f", {len(invalid)} invalid" if invalid else ""))
@@ -199,7 +209,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="harness sweep", description="Run a sweep; completed runs are skipped.")
     p.add_argument("overrides", nargs="*", help="sweep=<name> plus Hydra overrides applied to every run")
     p.add_argument("--parallel", type=int, default=None, help="runs at once on this machine (default: the sweep's)")
-    p.add_argument("--no-retry-failed", action="store_true", help="keep failed runs as they are instead of re-running")
+    p.add_argument("--retry", choices=("failed", "all", "none"), default="failed",
+                   help="which unfinished runs to re-run: failed/timed-out (default), all (also diverged, oom), none")
     p.add_argument("--dry-run", action="store_true", help="list the runs and the commands; start nothing")
     args = p.parse_args(argv)
     sweep_args = [o for o in args.overrides if o.startswith("sweep=")]
@@ -218,7 +229,7 @@ def main(argv: list[str]) -> int:
                 else:
                     print(f"# {plan.run_id(point.cfg)} [{status_of(point.cfg) or 'new'}]\n{launch.dry_run(point.cfg)}")
             return 0
-        records = run_sweep(sweep, user, parallel=args.parallel, retry_failed=not args.no_retry_failed)
+        records = run_sweep(sweep, user, parallel=args.parallel, retry=args.retry)
     except C.ConfigError as e:
         print(f"harness sweep: {e}", file=sys.stderr)
         return 2

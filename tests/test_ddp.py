@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def test_failed_rank_leaves_failed_record_with_cause(run_train, monkeypatch, fau
 def test_nan_loss_is_recorded_as_diverged(run_train, monkeypatch):
     monkeypatch.setenv("HARNESS_FAULT", "nan@0:3")
     out = run_train("nproc=1")
-    assert out.status == "failed"
+    assert out.status == "diverged"
     assert out.record["failure"]["type"] == "Diverged" and "step 3" in out.record["failure"]["message"]
 
 
@@ -109,3 +110,17 @@ def test_wandb_logs_offline_from_rank0_when_enabled(run_train, monkeypatch):
     assert out.status == "completed", out.record.get("failure")
     runs = list((out.run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # rank 0 only
+
+
+def test_hung_rank_ends_within_collective_timeout(run_train, monkeypatch):
+    monkeypatch.setenv("HARNESS_FAULT", "hang@1:2")
+    start = time.time()
+    out = run_train("nproc=2", "train.comm_timeout_s=10")
+    assert out.status == "failed" and time.time() - start < 120
+    assert out.record["failure"]["returncode"] != 0
+
+
+def test_launcher_timeout_kills_a_silent_run(run_train, monkeypatch):
+    monkeypatch.setenv("HARNESS_FAULT", "hang@0:2")
+    out = run_train("nproc=1", "launcher.timeout_s=20")
+    assert out.status == "timeout" and "launcher.timeout_s=20" in out.record["failure"]["message"]

@@ -7,9 +7,9 @@ magnitude beyond its data it reaches.
 
 Intervals on throughput: the layout is chosen with the point coefficients, then evaluated
 under every bootstrap refit of the coefficients, each multiplied by a log-normal draw of
-the leave-one-out residual scatter of the published replay (model error, not just
-parameter error). Efficiency ratios carry the coefficient part only (a common model error
-cancels in a ratio).
+the held-out (leave-one-source-out) residual scatter of the published replay: model
+error, not just parameter error. Efficiency ratios carry the coefficient part only (a
+common model error cancels in a ratio).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _point(p: StepPrediction) -> dict[str, Any]:
         "shares": {"compute": p.t_compute / t, "bubble": p.t_bubble / t, "tp": p.exposed_tp / t,
                    "pp": p.exposed_pp / t, "dp": p.exposed_dp / t, "straggler": p.t_straggler / t},
         "memory_gb": p.memory.get("total_bytes", math.nan) / 1e9,
-        "notes": [r for r in p.reasons if "idle" in r],
+        "idle_gpus": p.n_gpus - p.layout.world,
     }
 
 
@@ -142,8 +142,8 @@ def extrapolate(
     *,
     n_gpus: int,
     days: float = 90.0,
-    checkpoint_s: float = 60.0,
-    restart_s: float = 600.0,
+    checkpoint_s: float = G.DEFAULT_CHECKPOINT_S,
+    restart_s: float = G.DEFAULT_RESTART_S,
     batch_tokens: float = DEFAULT_BATCH_TOKENS,
     critical_batch_tokens: float | None = None,
     q: tuple[float, float] = (0.05, 0.95),
@@ -153,7 +153,8 @@ def extrapolate(
     counts: list[int] | None = None,
 ) -> dict[str, Any]:
     """The extrapolation result dict (JSON-ready); see ``harness extrapolate``."""
-    curve = scaling_curve(s, hw, cal, counts or gpu_counts(n_gpus), batch_tokens=batch_tokens,
+    counts = sorted(set(counts or gpu_counts(n_gpus)) | {n_gpus})
+    curve = scaling_curve(s, hw, cal, counts, batch_tokens=batch_tokens,
                           critical_batch_tokens=critical_batch_tokens, q=q, seed=seed)
     full = next(r for r in curve["rows"] if r["n_gpus"] == n_gpus)
     if not full["feasible"]:
@@ -162,6 +163,9 @@ def extrapolate(
     secs = days * SECONDS_PER_DAY
     budget = {k: n_gpus * hw.peak_flops * v * secs for k, v in mfu.items()}  # model FLOPs, PaLM convention
     gp = G.goodput(n_gpus, checkpoint_s, restart_s)
+    if gp["goodput"] <= 0:
+        raise ValueError(f"goodput is zero on {n_gpus} GPUs (MTBF {gp['mtbf_s']:.0f} s, checkpoint {checkpoint_s} s, "
+                         f"restart {restart_s} s): no compute is delivered")
     delivered = {k: v * gp["goodput"] for k, v in budget.items()}
 
     opt = loss_fit.optimal(delivered["value"], q)

@@ -25,6 +25,7 @@ from harness.analysis.losslaw import (
     as_positive,
     budget_groups,
     check_same_length,
+    jsonable,
     quantile_summary,
 )
 
@@ -81,7 +82,7 @@ class AllocationFit:
 
     def to_dict(self, targets: tuple[float, ...] | list[float] = (), q: tuple[float, float] = (0.05, 0.95)) -> dict:
         summary = self.optimal(self.c_max, q)
-        return {
+        return jsonable({
             "form": self.name,
             "formula": "log10 N_opt = k_N + a log10 C;  log10 D_opt = k_D + b log10 C",
             "a": summary["a"],
@@ -94,7 +95,7 @@ class AllocationFit:
             "n_bootstrap_failed": self.n_bootstrap_failed,
             "note": self.note,
             "optimal": [self.optimal(C, q) for C in targets],
-        }
+        })
 
 
 def _check_inputs(N: Any, D: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,6 +262,10 @@ def fit_envelope(
             f"the lower envelope needs at least {min_points} frontier runs (runs that beat every cheaper run); "
             f"the data has {int(front.sum())}"
         )
+    n_sizes = len(np.unique(np.round(np.log(N[front]), 9)))
+    if n_sizes < 3:
+        raise LossLawError(f"the lower envelope needs at least 3 distinct model sizes among its frontier runs "
+                           f"to fit N_opt(C); it has {n_sizes}")
     lc, ln, ld = np.log10(C), np.log10(N), np.log10(D)
     one = front[None, :].astype(float)
     a, kN = (float(v[0]) for v in _weighted_line(lc, ln, one))

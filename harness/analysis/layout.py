@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 from harness import flops
 
-RECOMPUTE = ("none", "selective", "full")
+# none | selective (Megatron: the attention core re-runs) | full (every layer's forward re-runs) |
+# selective_op (torchtitan's per-op policy: every second matmul and all elementwise ops re-run)
+RECOMPUTE = ("none", "selective", "full", "selective_op")
 DP_COLLECTIVES = ("auto", "hierarchical", "flat")
 ZERO_STAGES = (0, 1, 2, 3)
 OPTIMIZER_BYTES_PER_PARAM = 12.0  # fp32 master weights + Adam m + v
@@ -49,7 +51,7 @@ class Layout:
     virtual_stages: int = 1
     recompute: str = "none"
     sequence_parallel: bool = False
-    overlap_comm: bool = True  # DP gradient/parameter traffic (and TP/PP) overlapped with compute
+    overlap_comm: bool = True  # DP traffic and PP sends overlapped with compute (TP traffic never is)
     grad_bytes: int = 2  # bytes per gradient element in the DP reduction (4 = fp32 main grads)
     shard_degree: int = 0  # ZeRO/FSDP shard group size; 0 = the whole DP group (HSDP when < dp)
     # How DP collectives cross nodes: "hierarchical" (a node's k group members share its k
@@ -98,13 +100,14 @@ def activation_bytes_per_layer(s: flops.Shape, lay: Layout) -> float:
     """Activation bytes one transformer layer keeps for one micro-batch (Korthikanti 2022, Table 2).
 
     sbh(34 + 5as/h) without parallelism; the 5as/h term is the a x s x s attention
-    scores, removed by selective recompute; tensor parallelism divides the parallel part
+    scores, removed by selective recompute (selective_op is given the same footprint, an
+    upper bound: it saves fewer tensors); tensor parallelism divides the parallel part
     (24 + 5as/h) by t and sequence parallelism the rest too; full recomputation keeps only
     the layer input (2sbh, / t under sequence parallelism).
     """
     sbh = float(s.seq_len) * lay.micro_batch * s.d_model
     t = lay.tp
-    attn = 0.0 if lay.recompute == "selective" else 5.0 * s.n_head * s.seq_len / s.d_model
+    attn = 0.0 if lay.recompute.startswith("selective") else 5.0 * s.n_head * s.seq_len / s.d_model
     if lay.recompute == "full":
         return 2.0 * sbh / (t if lay.sequence_parallel else 1)
     if lay.sequence_parallel or t == 1:

@@ -9,6 +9,9 @@ minimised by L-BFGS with analytic gradients from a grid of starts and polished w
 scipy's L-BFGS-B at tight tolerances. Averaging the loss (Hoffmann's original) shrinks
 the gradients ~240x, so default tolerances stop early; we sum, scale by 1/delta so the
 objective is O(1), and test convergence on the gradient, not on the objective change.
+Internally a and b are measured from the data's mean log N and log D (a linear
+reparametrisation, same objective): with log N ~ 20, a and alpha are otherwise almost
+perfectly correlated and L-BFGS crawls along the valley.
 
 Uncertainty comes from the bootstrap: every resample is a weighted problem (weights =
 multinomial counts) and all of them are solved together by one batched L-BFGS, so 1,000
@@ -59,7 +62,7 @@ def as_positive(name: str, values: Any) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise LossLawError(
-            f"{name}[{i}] = {arr[i]!r} is not allowed ({bad.size} bad value(s)); allowed: finite values > 0"
+            f"{name}[{i}] = {float(arr[i])!r} is not allowed ({bad.size} bad value(s)); allowed: finite values > 0"
         )
     return arr
 
@@ -270,6 +273,8 @@ def batched_lbfgs(
     *,
     rows: np.ndarray | None = None,
     gtol: float = 1e-8,
+    gtol_stall: float = 1e-6,
+    stall_iter: int = 25,
     max_iter: int = 3000,
     memory: int = 10,
     max_ls: int = 40,
@@ -278,9 +283,12 @@ def batched_lbfgs(
 
     Problems that converge (max |grad| <= gtol) leave the active set, so late iterations only
     pay for the stragglers. Near the optimum f stops changing in double precision before the
-    gradient reaches gtol; the Armijo test therefore allows rounding noise (1e-14 relative)
-    and a problem counts as converged only on the gradient. ``rows`` are the problem ids
-    passed to fg (default 0..K-1), so a subset of a weighted batch can be resumed.
+    gradient reaches gtol (Huber's curvature jumps where a residual crosses delta); the Armijo
+    test therefore allows rounding noise (1e-14 relative). A problem whose f has not improved
+    for ``stall_iter`` iterations, or whose line search fails twice in a row, is stopped and
+    counts as converged only if max |grad| <= ``gtol_stall`` (at the floating-point limit of
+    an optimum, not stranded on a slope). ``rows`` are the problem ids passed to fg (default
+    0..K-1), so a subset of a weighted batch can be resumed.
     """
     K, p = x0.shape
     rows = np.arange(K) if rows is None else np.asarray(rows)
@@ -294,6 +302,7 @@ def batched_lbfgs(
     converged = np.isfinite(f) & (np.abs(g).max(axis=1) <= gtol)
     active = np.isfinite(f) & ~converged
     stuck = np.zeros(K, dtype=int)
+    f_ref, since = f.copy(), np.zeros(K, dtype=int)  # last real improvement, iterations since
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
@@ -326,9 +335,14 @@ def batched_lbfgs(
         stuck[idx[~ok]] += 1
         fresh[idx[~ok]] = True
         rho[idx[~ok]] = 0.0
-        done = np.abs(g[idx]).max(axis=1) <= gtol
+        gmax = np.abs(g[idx]).max(axis=1)
+        progress = f[idx] < f_ref[idx] - 1e-12 * np.abs(f_ref[idx])
+        f_ref[idx[progress]] = f[idx[progress]]
+        since[idx] = np.where(progress, 0, since[idx] + 1)
+        stalled = (stuck[idx] >= 2) | (since[idx] >= stall_iter)
+        done = (gmax <= gtol) | (stalled & (gmax <= gtol_stall))
         converged[idx[done]] = True
-        active[idx[done | (stuck[idx] >= 2)]] = False
+        active[idx[done | stalled]] = False
     return BatchResult(x=x, f=f, g=g, converged=converged, n_iter=n_iter)
 
 
@@ -443,10 +457,13 @@ def fit_huber_form(
     fg = huber_objective(form, X, y, delta)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         starts = np.asarray(starts, dtype=float)
-        res = race(fg, starts, np.zeros(len(starts), dtype=int), keep=5, gtol=BOOT_GTOL)
+        # 100 iterations separate the basins on the Chinchilla grid (the optimum leads by then);
+        # the 8 best are finished to full convergence.
+        res = race(fg, starts, np.zeros(len(starts), dtype=int), keep=8, race_iter=100, gtol=BOOT_GTOL)
     finite = np.isfinite(res.f) & res.converged
     if not finite.any():
-        raise LossLawError(f"{form.name} fit did not converge: the objective is not finite from any start")
+        raise LossLawError(f"{form.name} fit did not converge from any of {len(starts)} start(s) "
+                           f"(objective not finite or gradient not ~0); the data may not determine this form")
     best = int(np.argmin(np.where(finite, res.f, np.inf)))
     theta, f_best = res.x[best], float(res.f[best])
     if polish:
@@ -458,7 +475,7 @@ def fit_huber_form(
             f"{form.name} fit did not converge: max |gradient| = {grad_max:.3g} at the best of "
             f"{len(starts)} start(s) (allowed: <= {FINAL_GTOL:g}); the data may not determine this form"
         )
-    tie = finite & (res.f <= f_best + 1e-9 * max(1.0, abs(f_best)))
+    tie = finite & (res.f <= f_best + 1e-6 * abs(f_best))  # starts that reached the optimum's basin
     boot, failed, multimodal = np.zeros((0, theta.size)), 0, 0
     if n_bootstrap > 0:
         extra = boot_starts(theta) if boot_starts is not None else np.zeros((0, theta.size))
@@ -516,8 +533,9 @@ def bootstrap_huber(
     """Refit every resample (weights = multinomial counts) from each start, all in one batch.
 
     starts[0] is the full-data optimum (the warm start). A resample is kept when its best
-    start converged (max |gradient| <= BOOT_GTOL) to finite parameters. Returns the kept
-    thetas, how many resamples failed, and how many had a better optimum than the warm start.
+    start converged (max |gradient| <= BOOT_GTOL, or <= 1e-6 where double precision allows
+    no further descent: see batched_lbfgs) to finite parameters. Returns the kept thetas,
+    how many resamples failed, and how many had a better optimum than the warm start.
     """
     n, S = len(y), len(starts)
     rng = np.random.default_rng(seed)
@@ -539,6 +557,21 @@ def bootstrap_huber(
         better = f[np.arange(n_bootstrap), best] < warm - 1e-9 * np.maximum(1.0, np.abs(warm))
     multimodal = int(np.sum(ok & better))
     return theta[ok], int((~ok).sum()), multimodal
+
+
+def jsonable(o: Any) -> Any:
+    """numpy scalars/arrays to Python; NaN/inf to None (strict JSON: a missing interval is null)."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return jsonable(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def quantile_summary(point: np.ndarray | float, draws: np.ndarray | None, q: tuple[float, float]) -> dict:
@@ -671,7 +704,7 @@ class ChinchillaFit:
 
     def to_dict(self, targets: Sequence[float] = (), q: tuple[float, float] = (0.05, 0.95)) -> dict:
         """JSON-ready summary; ``targets`` adds optimal(C) for each compute budget."""
-        return {
+        return jsonable({
             "form": "chinchilla",
             "formula": "L = E + A/N^alpha + B/D^beta",
             "estimator": f"Huber(delta={self.delta:g}) on log loss, summed; L-BFGS from {self.n_starts} start(s)",
@@ -690,7 +723,7 @@ class ChinchillaFit:
             "seed": self.seed,
             "c_max": self.c_max,
             "optimal": [self.optimal(C, q) for C in targets],
-        }
+        })
 
 
 def fit_chinchilla(
@@ -853,10 +886,10 @@ class LawFit:
         draws = _law_predict(self.name, {k: v[:, None] for k, v in self.boot.items()},
                              {k: v[None, :] for k, v in xs.items()})
         lo, hi = np.quantile(draws, q, axis=0)
-        return {"value": value, "lo": lo, "hi": hi}
+        return {"value": value, "lo": lo, "hi": hi, "se": np.std(draws, axis=0, ddof=1)}
 
     def to_dict(self) -> dict:
-        return {
+        return jsonable({
             "form": self.name,
             "formula": self.formula,
             "params": dict(self.params),
@@ -868,7 +901,7 @@ class LawFit:
             "n_bootstrap_failed": self.n_bootstrap_failed,
             "x_max": dict(self.x_max),
             "note": self.note,
-        }
+        })
 
 
 def _law_predict(name: str, p: dict[str, Any], x: dict[str, np.ndarray]) -> np.ndarray:
@@ -946,8 +979,8 @@ def fit_law(
     n_params = {"kaplan_N": 2, "kaplan_D": 2, "kaplan_ND": 4, "saturating": 3}[name]
     if n <= n_params:
         raise LossLawError(f"{name} has {n_params} parameters and needs at least {n_params + 1} points; got {n}")
-    for k in inputs:
-        require_distinct(k, data[k], n_params if name != "kaplan_ND" else 3, name)
+    for k in inputs:  # one more distinct value than parameters, else the curve just joins the dots
+        require_distinct(k, data[k], n_params + 1 if name != "kaplan_ND" else 3, name)
     form, X, starts = _law_setup(name, data)
     hf = fit_huber_form(form, X, np.log(y), starts, delta=delta, n_bootstrap=n_bootstrap, seed=seed)
     params = {k: float(v[0]) for k, v in form.to_natural(hf.theta[None]).items()}

@@ -56,7 +56,7 @@ def plot_loss_vs_compute(
         ax.plot(grid, point, color="C3", label="Chinchilla L(N*, D*)")
         if len(chinchilla.boot) > 1:
             lo, hi = np.quantile(chinchilla_optimum(chinchilla.boot, grid)["loss"], q, axis=0)
-            _band(ax, grid, lo, hi, "C3", f"{int(100 * (q[1] - q[0]))}% bootstrap band")
+            _band(ax, grid, lo, hi, "C3", f"{round(100 * (q[1] - q[0]))}% bootstrap band")
     if saturating is not None:
         b = saturating.predict_band(q, C=grid)
         ax.plot(grid, b["value"], color="C1", ls="--", label="E + A C^-gamma")
@@ -118,8 +118,9 @@ def plot_allocation(
             b = fit.band(grid, q)[key]
             ax.plot(grid, b["value"], color=color, ls="--", label=label)
             _band(ax, grid, b["lo"], b["hi"], color)
+            # IsoFLOP points are fitted optima (N_opt, D_opt); envelope points are runs (N, D)
             pc = np.array([p["C"] for p in fit.points])
-            pv = np.array([p[key] if key in p else p[key[0]] for p in fit.points])
+            pv = np.array([p.get(key, p.get(key[0])) for p in fit.points])
             ax.scatter(pc, pv, s=10, color=color)
         ax.axvline(c_range[1], color="grey", lw=0.8, ls=":")
         for t in targets:
@@ -139,12 +140,13 @@ def plot_residuals(path: Path, chinchilla: ChinchillaFit, *, title: str = "") ->
     r = chinchilla.residuals()
     N, D = chinchilla.data["N"], chinchilla.data["D"]
     for ax, x, label in ((axes[0], 6 * N * D, "compute C (FLOP)"), (axes[1], N, "parameters N")):
-        ax.scatter(x, r, s=8, c=np.log10(D / N), cmap="coolwarm")
+        sc = ax.scatter(x, r, s=8, c=np.log10(D / N), cmap="coolwarm")
         ax.axhline(0, color="k", lw=0.8)
         for s in (-1, 1):
             ax.axhline(s * chinchilla.delta, color="grey", lw=0.6, ls=":")
         ax.set(xscale="log", xlabel=label)
     axes[0].set_ylabel("log(observed / predicted)")
-    fig.suptitle(title or "Chinchilla-fit residuals (colour: log10 tokens/param; dotted: Huber delta)")
+    fig.colorbar(sc, ax=axes, label="log10 tokens per parameter")
+    fig.suptitle(title or "Chinchilla-fit residuals (dotted: Huber delta)")
     fig.savefig(path)
     return path

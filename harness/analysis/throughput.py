@@ -7,27 +7,33 @@
            + T_straggler = cv * T * sqrt(2 ln n)
 
 exposed(T) = T when the framework does not overlap that traffic, else max(0, T - overlap x window),
-the window being the compute the traffic can hide behind. Collective times come from
+the window being the compute the traffic can hide behind (TP traffic is always exposed). Collective times come from
 ``harness.commmodel`` (ring alpha-beta), per tier: a group confined to one node runs on
-NVLink; a group spanning nodes runs hierarchically (reduce-scatter inside the node, the
-1/k shard across nodes on each GPU's own NIC, all-gather inside the node), so a DP group
-with one member per node sees the NIC bandwidth of one GPU.
+NVLink; a group spanning nodes runs hierarchically (the op inside the node, then on the
+1/k shard across nodes, each GPU on its own NIC), so a DP group with one member per node
+sees the NIC bandwidth of one GPU and a group with k members per node k NICs' worth.
 
-Compute efficiency (fraction of the dense peak the matmuls reach) saturates in the
-per-GPU matrix width d_model/TP: e = e_max * w / (w + w_half). Its two numbers are fitted,
-once, to published runs (``harness.analysis.published``); measured runs of this harness
-are fitted by ``fit_measured`` below. Torch-free: the run record is the contract.
+Compute is a two-term roofline per micro-batch: hardware FLOPs (model FLOPs from
+``harness.flops`` plus recomputation) at e_mm of the dense peak, plus memory-bound
+elementwise traffic (mem_bytes per token, layer and unit of per-GPU width) at the chip's
+HBM bandwidth; the second term is what makes narrow layers, plain TP and high
+FLOP-per-byte chips less efficient. e_mm and mem_bytes are fitted once to published runs
+(``harness.analysis.published``); this harness's own runs are fitted by ``fit_measured``.
+Sections: FLOPs, communication, prediction, layout search, measured runs.
+Torch-free: the run record is the contract.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness import commmodel, flops
+from harness.analysis import hardware_specs
 from harness.analysis.hardware_specs import HardwareSpec
 from harness.analysis.layout import Feasibility, Layout, check
 
@@ -49,7 +55,19 @@ class Coefficients:
         return asdict(self)
 
 
-DEFAULT = Coefficients()
+DEFAULT = Coefficients()  # the fit's starting point and fixed values, not a calibration
+
+
+@functools.lru_cache(maxsize=1)
+def calibrated() -> Coefficients:
+    """The one coefficient set fitted to the published runs (what predictions use by default)."""
+    from harness.analysis import published  # published imports this module
+
+    return published.fit_coefficients([k for k in published.load_cases() if k.in_target])
+
+
+def _hw(cluster: HardwareSpec | Any) -> HardwareSpec:
+    return cluster if isinstance(cluster, HardwareSpec) else hardware_specs.from_cluster(cluster)
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -62,11 +80,15 @@ def recompute_flops_per_token(s: flops.Shape, recompute: str) -> float:
     so + 1/3 of the layers' fwd+bwd FLOPs (Narayanan et al. 2021 count this in their
     "% of peak"). selective: only the attention core (QK^T, softmax, AV) re-runs:
     + 4 * n_layer * d_model * seq_len (a third of the 12 L d T attention FLOPs).
+    selective_op (torchtitan's op-level policy, "save all compute ops except every second
+    mm"): half of the layers' forward weight matmuls re-run, + N_nonembed.
     """
     if recompute == "full":
         return (flops.flops_per_token(s) - 6.0 * s.d_model * s.vocab_size) / 3.0
     if recompute == "selective":
         return 4.0 * s.n_layer * s.d_model * s.seq_len
+    if recompute == "selective_op":
+        return float(flops.params_nonembedding(s))
     return 0.0
 
 
@@ -106,7 +128,7 @@ def micro_batch_compute_time(s: flops.Shape, lay: Layout, hw: HardwareSpec, c: C
     stage_flops = tokens * hardware_flops_per_token(s, lay.recompute) * _stage_share(s, lay) / lay.tp
     t = stage_flops / (hw.peak_flops * c.e_mm)
     if c.mem_bytes > 0 and hw.hbm_bw > 0:
-        rerun = 4.0 / 3.0 if lay.recompute == "full" else 1.0
+        rerun = 4.0 / 3.0 if lay.recompute in ("full", "selective_op") else 1.0  # elementwise forward re-runs
         t += tokens * (s.n_layer / lay.pp) * c.mem_bytes * memory_width(s, lay) * rerun / hw.hbm_bw
     return t
 
@@ -238,24 +260,24 @@ class StepPrediction:
 def predict_step(
     s: flops.Shape,
     lay: Layout,
-    hw: HardwareSpec,
-    c: Coefficients = DEFAULT,
+    hw: HardwareSpec | Any,
+    c: Coefficients | None = None,
     *,
     critical_batch_tokens: float | None = None,
     enforce_memory: bool = True,
 ) -> StepPrediction:
     """Predicted step time and throughput of one layout, or the reasons it is infeasible.
 
+    ``hw``: a HardwareSpec or a cluster preset; ``c``: coefficients (default: ``calibrated()``).
     ``enforce_memory=False`` still reports the memory verdict but predicts anyway: for
     replaying runs that did happen, where a memory miss is an error of the memory model.
     """
+    hw, c = _hw(hw), (calibrated() if c is None else c)
     feas: Feasibility = check(s, lay, hw.memory_bytes, hw.devices_per_node,
                               critical_batch_tokens=critical_batch_tokens)
     blocking = [r for r in feas.reasons if enforce_memory or not r.startswith("memory")]
-    out = StepPrediction(feasible=not blocking, reasons=feas.reasons, layout=lay, n_gpus=lay.world,
-                         memory=feas.memory)
     if blocking:
-        return out
+        return StepPrediction(feasible=False, reasons=feas.reasons, layout=lay, n_gpus=lay.world, memory=feas.memory)
 
     m = lay.num_micro_batches
     t_micro = micro_batch_compute_time(s, lay, hw, c)
@@ -265,41 +287,44 @@ def predict_step(
     t_bubble = (lay.pp - 1) / lay.virtual_stages * t_micro
 
     t_tp, t_pp, t_dp = tp_comm_time(s, lay, hw, c), pp_comm_time(s, lay, hw, c), dp_comm_time(s, lay, hw, c)
-    bwd_share = 0.75 if lay.recompute == "full" else 2.0 / 3.0
+    # TP all-reduces sit between the matmuls that need their results: on the critical path
+    # (the design's "+ T_tp"), even where a framework pipelines them in chunks.
+    exposed_tp = t_tp
+    exposed_dp, exposed_pp = t_dp, t_pp
     if lay.overlap_comm:
-        # Gradients are final only in the last micro-batch's backward, so a gradient
-        # all-reduce hides behind that alone (on the first stage, which finishes last, the
-        # pipeline drain does not help). ZeRO-1/2 split it into a reduce-scatter there and a
-        # parameter all-gather behind the next step's first forward; ZeRO-3 prefetches its
-        # gathers under all of the compute.
-        if lay.zero_stage >= 3:
-            dp_window = t_compute
-        elif lay.zero_stage >= 1:
-            dp_window = t_micro
-        else:
-            dp_window = bwd_share * t_micro
-        exposed_dp = max(0.0, t_dp - c.overlap * dp_window)
-        exposed_tp = max(0.0, t_tp - c.overlap * t_compute)
+        exposed_dp = max(0.0, t_dp - c.overlap * _dp_window(lay, t_micro, t_compute))
         exposed_pp = max(0.0, t_pp - c.overlap * t_compute)
-    else:
-        exposed_dp, exposed_tp, exposed_pp = t_dp, t_tp, t_pp
     n = lay.world
     t_strag = c.straggler_cv * (t_compute + t_bubble) * math.sqrt(2.0 * math.log(n)) if n > 1 else 0.0
     t_step = t_compute + t_bubble + exposed_tp + exposed_pp + exposed_dp + t_strag
 
     tokens = lay.global_batch_seqs * s.seq_len
     tps = tokens / t_step
-    peak = hw.peak_flops
-    out.__dict__.update(
+    hw_fpt = hardware_flops_per_token(s, lay.recompute)
+    return StepPrediction(
+        feasible=True, reasons=feas.reasons, layout=lay, n_gpus=n, memory=feas.memory,
         t_compute=t_compute, t_bubble=t_bubble, t_tp=t_tp, t_pp=t_pp, t_dp=t_dp,
         exposed_tp=exposed_tp, exposed_pp=exposed_pp, exposed_dp=exposed_dp, t_straggler=t_strag,
         t_step=t_step, efficiency=e, tokens_per_step=tokens, tokens_per_s=tps, tokens_per_s_per_gpu=tps / n,
-        mfu=flops.mfu(tps, s, n, peak),
-        hfu=tps * hardware_flops_per_token(s, lay.recompute) / (n * peak),
-        tflops_model_per_gpu=tps * flops.flops_per_token(s) / n / 1e12,
-        tflops_hw_per_gpu=tps * hardware_flops_per_token(s, lay.recompute) / n / 1e12,
+        mfu=flops.mfu(tps, s, n, hw.peak_flops), hfu=tps * hw_fpt / (n * hw.peak_flops),
+        tflops_model_per_gpu=tps * flops.flops_per_token(s) / n / 1e12, tflops_hw_per_gpu=tps * hw_fpt / n / 1e12,
     )
-    return out
+
+
+def _dp_window(lay: Layout, t_micro: float, t_compute: float) -> float:
+    """Compute that DP traffic can hide behind when the framework overlaps it.
+
+    Gradients are final only in the last micro-batch's backward, so a gradient all-reduce
+    hides behind that alone (on the first stage, which finishes last, the pipeline drain
+    does not help). ZeRO-1/2 split it into a reduce-scatter there and a parameter
+    all-gather behind the next step's first forward; ZeRO-3 prefetches its gathers under
+    all of the compute.
+    """
+    if lay.zero_stage >= 3:
+        return t_compute
+    if lay.zero_stage >= 1:
+        return t_micro
+    return (0.75 if lay.recompute == "full" else 2.0 / 3.0) * t_micro
 
 
 # --------------------------------------------------------------------------- layout search
@@ -362,8 +387,8 @@ def choose_layout(
     s: flops.Shape,
     n_gpus: int,
     global_batch_tokens: float,
-    hw: HardwareSpec,
-    c: Coefficients = DEFAULT,
+    hw: HardwareSpec | Any,
+    c: Coefficients | None = None,
     *,
     critical_batch_tokens: float | None = None,
     overlap_comm: bool = True,
@@ -375,11 +400,14 @@ def choose_layout(
 
     Searches TP in {1,2,4,8} (inside a node), PP over the divisors of the layer count (up
     to 64, interleaved where the layers allow), ZeRO stage, micro-batch and recomputation;
-    dp = floor(n / (tp*pp)), any remainder left idle and counted. The global batch is held
+    dp = floor(n / (tp*pp)) (or fewer replicas when that allows interleaving), any
+    remainder left idle and counted against per-GPU throughput. The global batch is held
     (strong scaling): each replica gets floor(B/dp) sequences, so more replicas than
     sequences is infeasible (less than one sequence per replica), which is what stops pure
-    data parallelism at scale and forces TP/PP groups.
+    data parallelism at scale and forces TP/PP groups. ``hw``: a HardwareSpec or a cluster
+    preset (dict / DictConfig); ``c``: coefficients (default: ``calibrated()``).
     """
+    hw, c = _hw(hw), (calibrated() if c is None else c)
     b_seqs = max(1, int(global_batch_tokens // s.seq_len))
     best: StepPrediction | None = None
     rejected: dict[str, int] = {}
@@ -390,43 +418,61 @@ def choose_layout(
         if tp > hw.devices_per_node:
             continue
         for pp in pp_choices:
-            dp = n_gpus // (tp * pp)
-            if dp < 1:
-                continue
-            per_replica = b_seqs // dp
-            for zero in zero_choices:
-                if zero and dp == 1:
-                    continue
-                for mb in MICRO_CHOICES:
-                    if per_replica and (mb > per_replica or per_replica % mb):
+            for dp, per_replica in _dp_candidates(n_gpus // (tp * pp), b_seqs, pp):
+                for lay in _layouts(s, tp, pp, dp, per_replica, zero_choices, overlap_comm, grad_bytes):
+                    pred = predict_step(s, lay, hw, c, critical_batch_tokens=critical_batch_tokens)
+                    if per_replica == 0:
+                        pred.feasible = False
+                        pred.reasons = [f"global batch {b_seqs} sequences < DP{dp} replicas: less than one "
+                                        "sequence per model replica", *pred.reasons]
+                    pred = on_allocation(pred, n_gpus)
+                    evaluated += 1
+                    if tp == 1 and pp == 1 and lay.zero_stage == 0 and (pure_dp is None or _better(pred, pure_dp)):
+                        pure_dp = pred
+                    if not pred.feasible:
+                        kind = _reason_kind(pred.reasons[0])
+                        rejected[kind] = rejected.get(kind, 0) + 1
                         continue
-                    if not per_replica and mb > 1:
-                        continue
-                    m = max(1, per_replica // mb)
-                    v_opts = [1] + [v for v in (2, 4) if pp > 1 and s.n_layer % (pp * v) == 0 and m % pp == 0]
-                    for v in v_opts:
-                        for rc in RECOMPUTE_CHOICES:
-                            lay = Layout(tp=tp, pp=pp, dp=dp, zero_stage=zero, micro_batch=mb,
-                                         num_micro_batches=m, virtual_stages=v, recompute=rc,
-                                         sequence_parallel=tp > 1, overlap_comm=overlap_comm, grad_bytes=grad_bytes)
-                            pred = predict_step(s, lay, hw, c, critical_batch_tokens=critical_batch_tokens)
-                            if per_replica == 0:
-                                pred.feasible = False
-                                pred.reasons = [f"global batch {b_seqs} sequences < DP{dp} replicas: less than one "
-                                                "sequence per model replica", *pred.reasons]
-                            pred = on_allocation(pred, n_gpus)
-                            evaluated += 1
-                            if tp == 1 and pp == 1 and zero == 0 and (pure_dp is None or _better(pred, pure_dp)):
-                                pure_dp = pred
-                            if not pred.feasible:
-                                kind = _reason_kind(pred.reasons[0])
-                                rejected[kind] = rejected.get(kind, 0) + 1
-                                continue
-                            feasible += 1
-                            if best is None or pred.tokens_per_s > best.tokens_per_s:
-                                best = pred
+                    feasible += 1
+                    if best is None or pred.tokens_per_s > best.tokens_per_s:
+                        best = pred
     explanation = _explain(n_gpus, b_seqs, best, pure_dp, rejected)
     return LayoutChoice(best, n_gpus, b_seqs, explanation, evaluated, feasible, rejected, pure_dp)
+
+
+def _dp_candidates(dp_max: int, b_seqs: int, pp: int) -> list[tuple[int, int]]:
+    """(dp, sequences per replica) pairs worth trying: all the replicas that fit, and fewer
+    replicas (idle GPUs) when that makes the per-replica batch a multiple of pp (interleaving)."""
+    if dp_max < 1:
+        return []
+    r0 = b_seqs // dp_max
+    out = {(dp_max, r0)}
+    if pp > 1:
+        r1 = max(pp, -(-max(r0, 1) // pp) * pp)  # next multiple of pp
+        dp1 = min(dp_max, b_seqs // r1)
+        if dp1 >= 1:
+            out.add((dp1, b_seqs // dp1))
+    return sorted(out, reverse=True)
+
+
+def _layouts(s: flops.Shape, tp: int, pp: int, dp: int, per_replica: int, zero_choices: tuple[int, ...],
+             overlap_comm: bool, grad_bytes: int):
+    """Every ZeRO stage, micro-batch, interleaving and recomputation for one TP x PP x DP."""
+    per_stage = s.n_layer // pp
+    for zero in zero_choices:
+        if zero and dp == 1:
+            continue
+        for mb in MICRO_CHOICES:
+            if (per_replica and (mb > per_replica or per_replica % mb)) or (not per_replica and mb > 1):
+                continue
+            m = max(1, per_replica // mb)
+            vs = [1] + [v for v in range(2, min(per_stage, 16) + 1) if per_stage % v == 0 and m % pp == 0] \
+                if pp > 1 else [1]
+            for v in vs:
+                for rc in RECOMPUTE_CHOICES:
+                    yield Layout(tp=tp, pp=pp, dp=dp, zero_stage=zero, micro_batch=mb, num_micro_batches=m,
+                                 virtual_stages=v, recompute=rc, sequence_parallel=tp > 1,
+                                 overlap_comm=overlap_comm, grad_bytes=grad_bytes)
 
 
 def _better(a: StepPrediction, b: StepPrediction) -> bool:
@@ -474,7 +520,8 @@ class MeasuredFit:
 
     T(n) = c/R + max(0, T_dp(n) - overlap * (2/3) c/R) + cv * c/R * sqrt(2 ln n),
     c = tokens per device per step x FLOPs per token, T_dp = ring all-reduce of the
-    gradients (alpha, busbw of the one tier the runs used).
+    gradients (alpha, busbw of the one tier the runs used: fit single-node and multi-node
+    runs separately).
     """
 
     params: dict[str, float]
@@ -507,6 +554,17 @@ class MeasuredFit:
                 "params": self.params, "intervals_90": ci, "n_points": self.n_points,
                 "rel_rmse": self.rel_rmse, "comm_source": self.comm_source, "world_sizes": self.world_sizes,
                 "n_bootstrap_ok": len(self.boot)}
+
+
+def _grad_bytes(d) -> np.ndarray:
+    """Bytes per gradient element each run reduced: DDP keeps fp32 parameters (so fp32
+    gradients, autocast or not); DeepSpeed in bf16/fp16 reduces half-precision gradients."""
+    eng, dt = d.get("engine"), d.get("dtype")
+    out = np.full(len(d), 4.0)
+    if eng is not None and dt is not None:
+        half = (eng.to_numpy() == "deepspeed") & np.isin(dt.to_numpy(), ["bf16", "fp16"])
+        out[half] = 2.0
+    return out
 
 
 def _measured_inputs(n, tok, fpt, npar, grad_bytes):
@@ -546,12 +604,14 @@ def _fit_measured_once(x, t, comm, fixed_comm: tuple[float, float] | None, p0: n
                 r = np.concatenate([r, np.log(tdp) - np.log(comm[ok])])
         return r
 
+    # Log-space bounds keep scales physical (and exp() finite) where the data cannot pin them.
     z0 = [math.log(p0[0]), p0[1], p0[2]]
-    lo, hi = [-np.inf, 0.0, 0.0], [np.inf, 1.0, 1.0]
+    lo, hi = [math.log(1e3), 0.0, 0.0], [math.log(1e18), 1.0, 1.0]
     if fixed_comm is None:
         z0 += [math.log(p0[3]), math.log(p0[4])]
-        lo += [-np.inf, -np.inf]
-        hi += [np.inf, np.inf]
+        lo += [math.log(1e-9), math.log(1e3)]
+        hi += [math.log(10.0), math.log(1e13)]
+    z0 = list(np.clip(z0, lo, hi))
     sol = least_squares(resid, np.array(z0), bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
     return unpack(sol.x)
 
@@ -578,10 +638,9 @@ def fit_measured(
         raise ValueError(f"need >= 4 runs over >= 2 world sizes with step times to fit the throughput law; "
                          f"got {len(d)} runs, world sizes {sorted(d['world_size'].unique().tolist())}")
     npar_col = "N_total" if "N_total" in d and d["N_total"].notna().all() else "N"
-    if grad_bytes is None:
-        grad_bytes = 4.0 if (d.get("dtype") is None or (d["dtype"] == "fp32").all()) else 2.0
+    gb = _grad_bytes(d) if grad_bytes is None else np.full(len(d), float(grad_bytes))
     x = _measured_inputs(d["world_size"].to_numpy(), d["tokens_per_device_per_step"].to_numpy(),
-                         d["flops_per_token"].to_numpy(), d[npar_col].to_numpy(), grad_bytes)
+                         d["flops_per_token"].to_numpy(), d[npar_col].to_numpy(), gb)
     t = d["step_time_s"].to_numpy(float)
     comm = d["comm_time_s"].to_numpy(float) if "comm_time_s" in d else None
 
@@ -613,10 +672,10 @@ def fit_measured(
         xi = tuple(a[idx] for a in x)
         try:
             boot.append(_fit_measured_once(xi, t[idx], None if comm is None else comm[idx], fixed, p))
-        except (ValueError, FloatingPointError):
+        except (ValueError, FloatingPointError, OverflowError):
             continue
     return MeasuredFit(dict(zip(MEASURED_PARAMS, map(float, p), strict=True)),
-                       np.array(boot) if boot else np.zeros((0, 5)), len(t), rel_rmse, grad_bytes, source,
+                       np.array(boot) if boot else np.zeros((0, 5)), len(t), rel_rmse, float(np.median(gb)), source,
                        sorted(int(k) for k in np.unique(x[0])))
 
 
@@ -631,7 +690,7 @@ def leave_largest_out(df, *, n_bootstrap: int = 100, seed: int = 0) -> dict[str,
 
     d = df.dropna(subset=["world_size", "step_time_s", "tokens_per_device_per_step", "flops_per_token"])
     n_max = int(d["world_size"].max())
-    train, test = d[d["world_size"] < n_max], d[d["world_size"] == n_max]
+    train = d[d["world_size"] < n_max]
     out: dict[str, Any] = {"held_out_world_size": n_max, "rows": []}
     try:
         gf = fit_measured(train, n_bootstrap=n_bootstrap, seed=seed)

@@ -1,0 +1,338 @@
+"""``harness extrapolate cluster=colossus [model=gpt3-175b] [days=90] [checkpoint_s=30] [restart_s=300]
+[batch_tokens=16777216] [critical_batch_tokens=...] [seq_len=2048] [gpus=...] [straggler_cv=...]
+[n_bootstrap=100] [loss_bootstrap=1000] [--results DIR] [--out DIR] [--loss-law auto|chinchilla|results]``
+
+Prints a Markdown summary and writes ``extrapolate.json`` and ``extrapolate.md`` under --out
+(default ``results/extrapolate/``). Cluster and model presets are the YAML files under
+``harness/configs/{cluster,model}/``. The loss law is fitted to the completed runs under
+--results when they suffice (auto), else to the bundled Chinchilla points; the output says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from harness import flops
+from harness.config import CONFIG_DIR, available
+
+DEFAULTS: dict[str, Any] = {
+    "cluster": "colossus", "model": "gpt3-175b", "days": 90.0, "checkpoint_s": 30.0, "restart_s": 300.0,
+    "batch_tokens": 16 * 2**20, "critical_batch_tokens": None, "seq_len": 2048, "gpus": None,
+    "n_bootstrap": 100, "loss_bootstrap": 1000, "seed": 0, "straggler_cv": None,
+}
+INT_KEYS = ("seq_len", "gpus", "n_bootstrap", "loss_bootstrap", "seed")
+FLAGS = {"--results": "results", "--out": "out", "--loss-law": "loss_law"}
+CHINCHILLA_FILE = "chinchilla_epoch_svg_extracted.csv"
+MIN_LOSS_RUNS = 6
+
+
+class UsageError(ValueError):
+    pass
+
+
+class HelpRequested(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """key=value settings and --flag value / --flag=value options; unknown keys are errors."""
+    opts: dict[str, Any] = {**DEFAULTS, "results": None, "out": "results/extrapolate", "loss_law": "auto"}
+    it = iter(argv)
+    for tok in it:
+        if tok in ("-h", "--help"):
+            raise HelpRequested
+        if tok.startswith("--"):
+            key, _, val = tok.partition("=")
+            if key not in FLAGS:
+                raise UsageError(f"unknown option {key!r}; allowed: {', '.join(FLAGS)}")
+            if not val:
+                val = next(it, None)
+                if val is None:
+                    raise UsageError(f"{key} needs a value")
+            opts[FLAGS[key]] = val
+            continue
+        key, eq, val = tok.partition("=")
+        if not eq or key not in DEFAULTS:
+            raise UsageError(f"unknown argument {tok!r}; allowed keys: {', '.join(DEFAULTS)} (as key=value)")
+        opts[key] = _convert(key, val)
+    if opts["loss_law"] not in ("auto", "chinchilla", "results"):
+        raise UsageError(f"--loss-law {opts['loss_law']!r}; allowed: auto, chinchilla, results")
+    for group, key in (("cluster", "cluster"), ("model", "model")):
+        if opts[key] not in available(group):
+            raise UsageError(f"{key}={opts[key]!r} is not a preset; allowed: {', '.join(available(group))}")
+    return opts
+
+
+def _convert(key: str, val: str) -> Any:
+    if isinstance(DEFAULTS[key], str):
+        return val
+    if val.lower() in ("none", "null"):
+        return None
+    try:
+        return int(float(val)) if key in INT_KEYS else float(val)
+    except ValueError:
+        raise UsageError(f"{key}={val!r} is not a number") from None
+
+
+def load_preset(group: str, name: str):
+    return OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
+
+
+def chinchilla_path() -> Path:
+    here = Path(__file__).resolve().parent.parent / "data" / CHINCHILLA_FILE
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / CHINCHILLA_FILE
+    for p in (here, shared):
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"{CHINCHILLA_FILE} not found in harness/data/ (nor ../shared/data/)")
+
+
+def chinchilla_loss_fit(n_bootstrap: int, seed: int):
+    """Epoch's refit protocol on the bundled Chinchilla points, the 5 highest-loss points dropped."""
+    import pandas as pd
+
+    from harness.analysis import losslaw
+
+    df = pd.read_csv(chinchilla_path()).sort_values("loss").iloc[:-5]
+    n = df["Model Size"].to_numpy(float)
+    d = df["Training FLOP"].to_numpy(float) / (6.0 * n)
+    fit = losslaw.fit_chinchilla(n, d, df["loss"].to_numpy(float), n_bootstrap=n_bootstrap, seed=seed)
+    fit.source = (f"Chinchilla (Hoffmann et al. 2022) points as extracted by Besiroglu et al. 2024, "
+                  f"{len(df)} runs (5 highest-loss dropped), Chinchilla form, N = total parameters")
+    return fit
+
+
+def results_loss_fit(table, n_bootstrap: int, seed: int):
+    from harness.analysis import losslaw
+
+    d = table.dropna(subset=["N", "D", "loss"])
+    d = d[(d["N"] > 0) & (d["D"] > 0) & (d["loss"] > 0)]
+    if len(d) < MIN_LOSS_RUNS:
+        raise losslaw.LossLawError(f"{len(d)} completed runs with N, D and loss; need >= {MIN_LOSS_RUNS}")
+    fit = losslaw.fit_chinchilla(d["N"].to_numpy(float), d["D"].to_numpy(float), d["loss"].to_numpy(float),
+                                 n_bootstrap=n_bootstrap, seed=seed)
+    fit.source = f"this harness's measured runs ({len(d)} runs), Chinchilla form, N = non-embedding parameters"
+    return fit
+
+
+def _fmt(x: float | None, unit: str = "", pct: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if pct:
+        return f"{100 * x:.1f}%"
+    if abs(x) >= 1e4 or (abs(x) < 1e-2 and x != 0):
+        return f"{x:.3g}{unit}"
+    return f"{x:,.3g}{unit}" if abs(x) < 100 else f"{x:,.0f}{unit}"
+
+
+def _iv(d: dict[str, float] | None, unit: str = "", pct: bool = False) -> tuple[str, str]:
+    if not d:
+        return "n/a", ""
+    return _fmt(d["value"], unit, pct), f"{_fmt(d['lo'], unit, pct)} to {_fmt(d['hi'], unit, pct)}"
+
+
+def _oom(x: float | None, what: str) -> str:
+    return "" if x is None else f"{x:+.1f} OOM vs {what}"
+
+
+def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
+    q = res["quantiles"]
+    lvl = f"{round(100 * (q[1] - q[0]))}%"
+    thr, ll, gp, ttt = res["throughput"], res["loss_law"], res["goodput"], res["time_to_train"]
+    n = res["cluster"]["n_gpus"]
+    lines = [
+        f"# Extrapolation: {opts['model']} on {opts['cluster']} ({n:,} x {res['cluster']['gpu']}), {res['days']:g} days",
+        "",
+        *([f"Command: `{res['command']}`", ""] if res.get("command") else []),
+        f"| quantity | value | {lvl} interval | extrapolation |",
+        "|---|---|---|---|",
+    ]
+
+    def row(name: str, d: dict | None, unit: str = "", pct: bool = False, ext: str = "") -> None:
+        v, iv = _iv(d, unit, pct)
+        lines.append(f"| {name} | {v} | {iv} | {ext} |")
+
+    ext = [_oom(thr["extrapolation_oom_gpus_vs_published"], "largest published run"),
+           _oom(thr["extrapolation_oom_gpus_vs_measured"], "largest measured run")]
+    row(f"MFU at {n:,} GPUs", thr["mfu"], pct=True, ext="; ".join(e for e in ext if e))
+    row("tokens/s (cluster)", thr["tokens_per_s"])
+    row("tokens/s per GPU", thr["tokens_per_s_per_gpu"])
+    row(f"FLOP budget, {res['days']:g} days at that MFU", res["budget_flops"])
+    lines.append(f"| goodput (MTBF {gp['mtbf_s'] / 60:.0f} min, checkpoint every {gp['checkpoint_interval_s'] / 60:.1f} "
+                 f"min) | {_fmt(gp['goodput'], pct=True)} | checkpoint {gp['checkpoint_s']:g} s, restart "
+                 f"{gp['restart_s']:g} s (assumed) | |")
+    row("delivered FLOPs (budget x goodput) = C", res["delivered_flops"])
+    row("compute-optimal N*", ll["N_opt"], ext=_oom(ll["extrapolation_oom_N"], "largest N fitted"))
+    row("compute-optimal D* (tokens)", ll["D_opt"], ext=_oom(ll["extrapolation_oom_D"], "largest D fitted"))
+    row("predicted loss at N*, D*", ll["loss"], ext=_oom(ll["extrapolation_oom_C"], "largest C fitted"))
+    if "days" in ttt:
+        row(f"time to train N* on D* ({ttt['layout']})", ttt["days"], unit=" d")
+    lines += [
+        "",
+        f"Assumed layout at {n:,} GPUs: {thr['explanation']}.",
+        "",
+        f"Compute rate: {res['compute_rate_source']}.",
+        f"Straggler jitter cv = {res['calibration']['coefficients']['straggler_cv']:g} "
+        f"({'given' if opts.get('straggler_cv') is not None else 'the published replays show no straggler signal; set straggler_cv= to add one'}).",
+        f"Loss law ({ll.get('selection', '')}): {ll['source']}; loss interval from the loss law's bootstrap at the point budget "
+        f"(at the budget's interval ends: {ll['loss_at_budget_interval']['lo_budget']:.3f} / "
+        f"{ll['loss_at_budget_interval']['hi_budget']:.3f}).",
+        f"Failures: {gp['failure_rate_source']}: {gp['failure_rate_per_gpu_hour']:.2e} per GPU-hour; "
+        "Young/Daly interval, goodput = 1 - delta/tau - tau/(2 MTBF) - R/MTBF.",
+        "",
+        f"## Scaling ({res['scaling']['kind']}, {res['scaling']['global_batch_tokens_requested']:.3g} tokens per step)",
+        "",
+    ]
+    sc = res["scaling"]
+    ref = sc["reference_gpus"]
+    lines.append(f"Efficiency relative to {ref} GPUs (the smallest count with a feasible layout); first count below "
+                 f"90%: {sc['first_below_90pct'] or 'none'}.")
+    lines += ["", f"| GPUs | layout | tokens/GPU/step | MFU ({lvl}) | efficiency ({lvl}, coefficients only) | bubble | "
+              "exposed DP | exposed TP+PP |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sc["rows"]:
+        if not r["feasible"]:
+            lines.append(f"| {r['n_gpus']:,} | infeasible: {r['explanation'].split('; ')[0]} | | | | | | |")
+            continue
+        mv, mi = _iv(r["mfu"], pct=True)
+        ev, ei = _iv(r["efficiency"], pct=True)
+        sh = r["shares"]
+        idle = f" ({r['idle_gpus']:,} idle)" if r.get("idle_gpus") else ""
+        lines.append(f"| {r['n_gpus']:,} | {r['layout']}{idle} | {r['tokens_per_gpu_per_step']:.0f} | {mv} ({mi}) | "
+                     f"{ev} ({ei}) | {100 * sh['bubble']:.0f}% | {100 * sh['dp']:.0f}% | "
+                     f"{100 * (sh['tp'] + sh['pp']):.0f}% |")
+    m = res.get("measured")
+    if m:
+        lines += ["", "## This harness's measured runs", ""]
+        if "fit" in m:
+            p = m["fit"]["params"]
+            lines.append(f"Step-time law fitted to {m['fit']['n_points']} runs (world sizes {m['fit']['world_sizes']}): "
+                         f"rate {p['rate']:.3g} FLOP/s per device, overlap {p['overlap']:.2f}, straggler cv "
+                         f"{p['straggler_cv']:.3f}, alpha {p['alpha']:.3g} s, busbw {p['busbw']:.3g} B/s "
+                         f"({m['fit']['comm_source']}); rel. RMSE {m['fit']['rel_rmse']:.3f}.")
+        if "leave_largest_out" in m:
+            llo = m["leave_largest_out"]
+            lines.append(f"Leave-largest-out (n = {llo['held_out_world_size']}): median |error| grey-box "
+                         f"{_fmt(llo.get('median_abs_greybox_error'), pct=True)}, USL "
+                         f"{_fmt(llo.get('median_abs_usl_error'), pct=True)}.")
+        if "note" in m:
+            lines.append(m["note"])
+    return "\n".join(lines) + "\n"
+
+
+def measured_section(results_dir: str | None) -> tuple[dict[str, Any] | None, Any, int | None]:
+    """Fit and validate the step-time law on --results records, if there are enough of them."""
+    if not results_dir:
+        return None, None, None
+    from harness.analysis import throughput as T
+    from harness.results import records_table
+
+    table = records_table(results_dir)
+    if table.empty:
+        return {"note": f"no completed training records under {results_dir}"}, table, None
+    out: dict[str, Any] = {"runs": len(table)}
+    max_n = int(table["world_size"].max()) if table["world_size"].notna().any() else None
+    try:
+        out["fit"] = T.fit_measured(table).to_dict()
+        out["leave_largest_out"] = T.leave_largest_out(table)
+    except ValueError as e:
+        out["note"] = f"throughput law not fitted to measured runs: {e}"
+    return out, table, max_n
+
+
+def select_loss_fit(opts: dict[str, Any], table) -> tuple[Any, str]:
+    """The measured runs' loss law when they suffice (or were asked for), else the bundled
+    Chinchilla fit; with a sentence saying which and why."""
+    from harness.analysis.losslaw import LossLawError
+
+    if opts["loss_law"] in ("auto", "results") and table is not None and not table.empty:
+        try:
+            return results_loss_fit(table, opts["loss_bootstrap"], opts["seed"]), "fitted to the --results runs"
+        except LossLawError as e:
+            if opts["loss_law"] == "results":
+                raise UsageError(f"--loss-law results: {e}") from None
+            why = f"the --results runs do not suffice for a loss law ({e}), so the bundled Chinchilla data is used"
+    elif opts["loss_law"] == "results":
+        raise UsageError("--loss-law results needs --results DIR with completed runs")
+    elif opts["loss_law"] == "chinchilla":
+        why = "--loss-law chinchilla"
+    else:
+        why = "no --results runs given, so the bundled Chinchilla data is used"
+    return chinchilla_loss_fit(opts["loss_bootstrap"], opts["seed"]), why
+
+
+def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
+    """The extrapolation result dict for parsed options (``parse_args``); the report calls this too.
+
+    ``loss_fit``: any object with ``optimal(C, q)`` (default: chosen by ``select_loss_fit``).
+    """
+    from harness.analysis import extrapolate as X
+    from harness.analysis import hardware_specs, published
+
+    cluster = load_preset("cluster", opts["cluster"])
+    model = load_preset("model", opts["model"])
+    try:
+        hw = hardware_specs.from_cluster(OmegaConf.to_container(cluster))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    n_gpus = int(opts["gpus"] or cluster.gpus_per_node * cluster.num_nodes)
+    s = flops.Shape(int(model.n_layer), int(model.d_model), int(model.n_head), int(model.vocab_size),
+                    int(opts["seq_len"]), int(model.get("mlp_ratio", 4)))
+
+    measured, table, measured_max = measured_section(opts["results"])
+    why = "given by the caller"
+    if loss_fit is None:
+        loss_fit, why = select_loss_fit(opts, table)
+
+    cases = published.load_cases()
+    cal = published.calibrate(cases, n_bootstrap=opts["n_bootstrap"], seed=opts["seed"])
+    if opts["straggler_cv"] is not None:
+        cal = X.with_straggler(cal, opts["straggler_cv"])
+    try:
+        res = X.extrapolate(
+            s, hw, cal, loss_fit, n_gpus=n_gpus, days=opts["days"], checkpoint_s=opts["checkpoint_s"],
+            restart_s=opts["restart_s"], batch_tokens=opts["batch_tokens"],
+            critical_batch_tokens=opts["critical_batch_tokens"], calibration_max_gpus=max(k.gpus for k in cases),
+            measured_max_gpus=measured_max, seed=opts["seed"])
+    except ValueError as e:  # no feasible layout, or nothing delivered: say why, do not predict
+        raise UsageError(str(e)) from None
+    res["inputs"] = dict(opts)
+    res["loss_law"]["selection"] = why
+    if measured:
+        res["measured"] = measured
+    return res
+
+
+def main(argv: list[str]) -> int:
+    try:
+        opts = parse_args(argv)
+        res = build(opts)
+    except HelpRequested:
+        print(__doc__)
+        return 0
+    except UsageError as e:
+        print(f"harness extrapolate: {e}", file=sys.stderr)
+        return 2
+    res["command"] = " ".join(["harness extrapolate", *argv])
+    md = markdown(res, opts)
+    out = Path(opts["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "extrapolate.json").write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    (out / "extrapolate.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'extrapolate.json'} and {out / 'extrapolate.md'}")
+    return 0
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
