@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("harness.launch:train_main", "one data-parallel training run (Hydra overrides)"),
     "prepare-data": ("harness.data:prepare_main", "text files -> memory-mapped byte-token dir"),
     "sweep": ("harness.sweep:main", "run a sweep of runs, skipping completed ones"),
+    "plan": ("harness.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
     "fit": ("harness.analysis.fit_cmd:main", "fit loss laws to run records or a CSV"),
     "commbench": ("harness.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
     "validate": ("harness.analysis.validate_cmd:main", "replay published runs through the throughput law"),
