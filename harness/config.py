@@ -71,6 +71,7 @@ class TrainConfig:
     seq_len: int = 128
     tokens: int = 1_000_000  # token budget D: steps = ceil(tokens / global batch tokens)
     lr: float = 1e-3
+    lr_rule: str = "manual"  # what set lr and the batch: "manual" or a rule id from harness/lr_rules.py
     min_lr_ratio: float = 0.1
     warmup_frac: float = 0.05
     schedule: str = "cosine"

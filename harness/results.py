@@ -113,6 +113,7 @@ TABLE_COLUMNS: dict[str, str] = {
     "C": "training.compute_6nd",
     "loss": "training.final_train_loss",
     "heldout_loss": "training.heldout_loss",
+    "b_simple": "training.noise_scale.b_simple_tokens",
     "engine": "engine.name",
     "zero_stage": "engine.zero_stage",
     "world_size": "parallel.world_size",

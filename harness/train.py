@@ -26,6 +26,7 @@ from harness import distributed, environment, faults, flops, hardware, metrics, 
 from harness.data import BatchSampler, DataError, TokenData, heldout_windows, resolve_source
 from harness.engines import build_engine
 from harness.model import GPT
+from harness.noise_scale import NoiseScaleEMA, two_batch_estimates
 from harness.results import CONFIG_FILE, METRICS_FILE, append_jsonl, atomic_write_text, write_record
 
 ERRORS_DIR = "errors"
@@ -127,25 +128,34 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     step_times: list[float] = []
     comm_times: list[float] = []
     compute_times: list[float] = []
-    pending: list[tuple[int, float, float, float, float, float]] = []
+    pending: list[dict] = []
     losses: list[float] = []
     heldout: list[tuple[int, float]] = []
+    noise = NoiseScaleEMA()
+    b_small, b_big = per_rank * t.seq_len, gb * t.seq_len  # tokens behind the local and global gradients
 
     def flush() -> None:
-        """Average the pending per-rank losses across ranks (one small all-reduce) and log them."""
+        """Average the pending per-rank losses (and local gradient norms) across ranks in one small
+        all-reduce, then log them: the logged loss is the global batch's, whatever the world size."""
         if not pending:
             return
-        local = torch.tensor([p[1] for p in pending], dtype=torch.float64, device=info.device)
+        local = torch.tensor([[p["loss"], p.get("local_sq", 0.0)] for p in pending], dtype=torch.float64,
+                             device=info.device)
         dist.all_reduce(local)
-        for (step, _, lr, gnorm, dt, comm), loss in zip(pending, (local / info.world_size).tolist(), strict=True):
+        for p, (loss, local_sq) in zip(pending, (local / info.world_size).tolist(), strict=True):
             losses.append(loss)
             if not math.isfinite(loss):
-                raise Diverged(f"loss became {loss} at step {step}")
-            sink.log({"step": step, "tokens": (step + 1) * gb * t.seq_len, "loss": loss, "lr": lr,
-                      "grad_norm": gnorm, "step_time_s": dt, "comm_time_s": comm})
+                raise Diverged(f"loss became {loss} at step {p['step']}")
+            row = {"step": p["step"], "tokens": (p["step"] + 1) * gb * t.seq_len, "loss": loss, "lr": p["lr"],
+                   "grad_norm": p["grad_norm"], "step_time_s": p["step_time_s"], "comm_time_s": p["comm_time_s"]}
+            if "global_sq" in p and b_big > b_small:
+                g2, trace = two_batch_estimates(local_sq, p["global_sq"], b_small, b_big)
+                row.update(grad_sq_G=g2, trace_sigma=trace, b_simple=noise.update(g2, trace))
+            sink.log(row)
         if info.rank == 0:
-            s, _, lr, _, dt, _ = pending[-1]
-            print(f"step {s + 1}/{steps} loss {losses[-1]:.4f} lr {lr:.2e} step {dt * 1e3:.1f} ms", flush=True)
+            p = pending[-1]
+            print(f"step {p['step'] + 1}/{steps} loss {losses[-1]:.4f} lr {p['lr']:.2e} "
+                  f"step {p['step_time_s'] * 1e3:.1f} ms", flush=True)
         pending.clear()
 
     train_start = time.perf_counter()
@@ -171,7 +181,12 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
             comm_times.append(comm)
             if launch is not None:
                 compute_times.append(launch - t0)
-        pending.append((step, float(torch.stack(micro_losses).float().mean()), lr, gnorm, dt, comm))
+        entry = {"step": step, "loss": float(torch.stack(micro_losses).float().mean()), "lr": lr,
+                 "grad_norm": gnorm, "step_time_s": dt, "comm_time_s": comm}
+        sq = engine.grad_sq_norms()
+        if sq is not None:
+            entry["local_sq"], entry["global_sq"] = sq
+        pending.append(entry)
         if (step + 1) % t.log_interval == 0 or step == steps - 1:
             flush()
         if t.eval_interval and (step + 1) % t.eval_interval == 0 and step != steps - 1:
@@ -200,6 +215,15 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     result = summarize_run(cfg, shape, gathered, losses, heldout, steps, train_wall, peak, peak_source,
                            engine.comm_bytes_per_step(), sampler)
     result["training"]["heldout_tokens"] = len(windows) * t.seq_len
+    result["training"]["noise_scale"] = {
+        "b_simple_tokens": noise.b_simple,
+        "grad_sq_G": noise.g2,
+        "trace_sigma": noise.trace,
+        "b_small_tokens": b_small,
+        "b_big_tokens": b_big,
+        "method": "McCandlish et al. 2018 two-batch estimator: per-rank vs all-reduced gradient norms from the DDP "
+                  f"comm hook, EMA decay {noise.decay}" if noise.g2 is not None else "not measured (needs world size > 1)",
+    }
     sink.close({"heldout_loss": heldout[-1][1], "tokens_per_s": result["throughput"]["tokens_per_s"]})
     return result
 

@@ -37,6 +37,10 @@ class Engine(ABC):
         """Gradient-communication intervals of the last step (seconds, perf_counter clock)."""
         return []
 
+    def grad_sq_norms(self) -> tuple[float, float] | None:
+        """(|local gradient|^2, |all-reduced gradient|^2) of the last step, when the engine sees both."""
+        return None
+
     def comm_bytes_per_step(self) -> int:
         return 0
 

@@ -24,13 +24,22 @@ class CommTimer:
 
     def __init__(self, world_size: int, cuda: bool) -> None:
         self.world_size, self.cuda = world_size, cuda
+        self.reset()
+
+    def reset(self) -> None:
         self.intervals: list[tuple[float, float]] = []
         self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self.bytes = 0
         self.last_launch: float | None = None
+        # Squared gradient norms before (this rank's batch) and after (global batch) the
+        # all-reduce: the two-batch inputs of the gradient noise scale, almost for free.
+        self.local_sq: list[torch.Tensor] = []
+        self.global_sq: list[torch.Tensor] = []
 
-    def reset(self) -> None:
-        self.intervals, self.events, self.bytes, self.last_launch = [], [], 0, None
+    def grad_sq_norms(self) -> tuple[float, float] | None:
+        if not self.local_sq:
+            return None
+        return float(torch.stack(self.local_sq).sum()), float(torch.stack(self.global_sq).sum())
 
     def step_intervals(self) -> list[tuple[float, float]]:
         if self.cuda:
@@ -47,6 +56,7 @@ def timed_allreduce_hook(state: CommTimer, bucket: dist.GradBucket) -> torch.fut
     state.last_launch = t0
     tensor = bucket.buffer()
     state.bytes += tensor.numel() * tensor.element_size()
+    state.local_sq.append(tensor.detach().float().pow(2).sum())
     start = None
     if state.cuda:
         start = torch.cuda.Event(enable_timing=True)
@@ -55,13 +65,15 @@ def timed_allreduce_hook(state: CommTimer, bucket: dist.GradBucket) -> torch.fut
     fut = dist.all_reduce(tensor, async_op=True).get_future()
 
     def done(f: torch.futures.Future) -> torch.Tensor:
+        reduced = f.value()[0]
+        state.global_sq.append(reduced.detach().float().pow(2).sum())
         if state.cuda:
             end = torch.cuda.Event(enable_timing=True)
             end.record()
             state.events.append((start, end))
         else:
             state.intervals.append((t0, time.perf_counter()))
-        return f.value()[0]
+        return reduced
 
     return fut.then(done)
 
@@ -136,3 +148,10 @@ class DDPEngine(Engine):
 
     def begin_step(self) -> None:
         self.comm.reset()
+
+    def grad_sq_norms(self) -> tuple[float, float] | None:
+        sq = self.comm.grad_sq_norms()
+        if sq is None or not self.scaler.is_enabled():
+            return sq
+        scale = float(self.scaler.get_scale()) ** 2  # fp16: the hook saw loss-scaled gradients
+        return sq[0] / scale, sq[1] / scale
