@@ -87,6 +87,10 @@ class TrainConfig:
     timing_warmup_steps: int = 3  # excluded from step-time statistics
     log_interval: int = 10
     comm_timeout_s: float = 300.0
+    checkpoint_interval_steps: int = 0  # 0 = none by step count
+    checkpoint_interval_s: float = 0.0  # 0 = none by time; decided by rank 0 at log boundaries
+    keep_checkpoints: int = 2  # retention: newest K kept
+    resume: bool = True  # continue from the run folder's latest checkpoint when there is one
 
 
 @dataclass
@@ -266,6 +270,8 @@ def validate(cfg: Any, *, check_hardware: bool = True) -> None:
         ("train.seq_len", t.seq_len),
         ("train.tokens", t.tokens),
         ("train.eval_tokens", t.eval_tokens),
+        ("train.log_interval", t.log_interval),
+        ("train.keep_checkpoints", t.keep_checkpoints),
     ):
         if v < 1:
             _fail(key, v, "must be >= 1")
@@ -277,6 +283,8 @@ def validate(cfg: Any, *, check_hardware: bool = True) -> None:
         _fail("train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
     if t.grad_clip < 0:
         _fail("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
+    if t.checkpoint_interval_steps < 0 or t.checkpoint_interval_s < 0:
+        _fail("train.checkpoint_interval_*", (t.checkpoint_interval_steps, t.checkpoint_interval_s), "must be >= 0")
     if t.timing_warmup_steps < 0:
         _fail("train.timing_warmup_steps", t.timing_warmup_steps, "must be >= 0")
     if not 0.0 < cfg.data.heldout_frac < 0.5:

@@ -63,6 +63,26 @@ def worker_env(cfg: Any) -> dict[str, str]:
     return env
 
 
+# torchrun processes in flight; a SIGTERM to the driver is passed on to them once, so their
+# ranks checkpoint and exit (pre-emption), instead of the driver dying and orphaning them.
+ACTIVE: set[int] = set()
+STOPPING = threading.Event()
+
+
+def forward_sigterm() -> None:
+    """Install (in the main thread) the handler that passes SIGTERM on to the runs in flight."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if STOPPING.is_set():
+            return
+        STOPPING.set()
+        for pid in list(ACTIVE):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 class RunLocked(RuntimeError):
     """Another process (another sweep, another node's driver) is running this run right now."""
 
@@ -137,6 +157,7 @@ def _run_locked(cfg: Any, timeout_s: float | None, quiet: bool) -> Outcome:
         log.flush()
         proc = subprocess.Popen(cmd, env=worker_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
+        ACTIVE.add(proc.pid)
         timed_out = threading.Event()
 
         def kill() -> None:  # a watchdog: a silent hang must end too
@@ -152,13 +173,14 @@ def _run_locked(cfg: Any, timeout_s: float | None, quiet: bool) -> Outcome:
             if not quiet:
                 sys.stdout.write(line)
         rc = proc.wait()
+        ACTIVE.discard(proc.pid)
         if watchdog:
             watchdog.cancel()
     try:
         record = read_record(run_dir)
     except RecordError:
         record = None
-    if record is None or record.get("status") != "completed":
+    if record is None or record.get("status") not in ("completed", "preempted"):
         failure = failure_cause(run_dir)
         if timed_out.is_set():
             failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={timeout_s} s and was killed"}
@@ -235,6 +257,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def summary_line(rec: dict) -> str:
+    if rec["status"] == "preempted":
+        return f"PRE-EMPTED {rec['run_id']}: checkpoint at step {rec['checkpoint']['step']}; run the same command to resume"
     if rec["status"] != "completed":
         f = rec.get("failure") or {}
         where = f"rank {f['rank']}: " if "rank" in f else ""
@@ -268,6 +292,7 @@ def train_main(argv: list[str]) -> int:
         return 2
     if args.timeout is not None:
         cfg.launcher.timeout_s = args.timeout
+    forward_sigterm()
     try:
         if args.dry_run:
             print(dry_run(cfg))
@@ -278,4 +303,6 @@ def train_main(argv: list[str]) -> int:
         return 2
     print(summary_line(outcome.record))
     print(f"record: {outcome.run_dir / 'record.json'}")
-    return 0 if outcome.status == "completed" else 1
+    from harness.train import PREEMPTED_EXIT
+
+    return {"completed": 0, "preempted": PREEMPTED_EXIT}.get(outcome.status, 1)

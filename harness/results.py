@@ -17,8 +17,9 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 # completed: finished and measured. failed: crashed (retried by sweeps). diverged: NaN/Inf loss.
-# oom: out of memory. timeout: killed at the launcher's time limit.
-STATUSES = ("running", "completed", "failed", "diverged", "oom", "timeout")
+# oom: out of memory. timeout: killed at the launcher's time limit. preempted: checkpointed on
+# SIGTERM, to be resumed.
+STATUSES = ("running", "completed", "failed", "diverged", "oom", "timeout", "preempted")
 RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"

@@ -101,13 +101,16 @@ class Progress:
 
 # Statuses a re-run repeats by default: crashes and time-outs may pass next time; a diverged or
 # out-of-memory run would fail the same way (re-run those with --retry-all).
-RETRY = {None, "running", "failed", "timeout"}
+RETRY = {None, "running", "failed", "timeout", "preempted"}
 
 
 def run_point(point: Point) -> tuple[Point, dict, float]:
     from harness import launch
 
     start = time.time()
+    if launch.STOPPING.is_set():  # SIGTERM: start nothing new; a re-run picks these up
+        return point, {"run_id": plan.run_id(point.cfg), "status": "not started",
+                       "failure": {"type": "Stopped", "message": "sweep received SIGTERM"}}, 0.0
     try:
         record = launch.run(point.cfg, quiet=True).record
     except launch.RunLocked as e:
@@ -136,6 +139,7 @@ def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = N
         + (f", {len(invalid)} invalid" if invalid else ""))
     k = max(1, parallel or sweep.parallel)
     progress = Progress(len(todo), k)
+
     with ThreadPoolExecutor(max_workers=k) as pool:
         futures = [pool.submit(run_point, p) for p in todo]
         for fut in as_completed(futures):
@@ -229,6 +233,9 @@ def main(argv: list[str]) -> int:
                 else:
                     print(f"# {plan.run_id(point.cfg)} [{status_of(point.cfg) or 'new'}]\n{launch.dry_run(point.cfg)}")
             return 0
+        from harness import launch
+
+        launch.forward_sigterm()
         records = run_sweep(sweep, user, parallel=args.parallel, retry=args.retry)
     except C.ConfigError as e:
         print(f"harness sweep: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -21,8 +22,8 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from harness import checkpoint, distributed, environment, faults, flops, hardware, metrics, plan
 from harness import config as C
-from harness import distributed, environment, faults, flops, hardware, metrics, plan
 from harness.data import BatchSampler, DataError, TokenData, heldout_windows, resolve_source
 from harness.engines import build_engine
 from harness.model import GPT
@@ -33,8 +34,26 @@ ERRORS_DIR = "errors"
 DUMP_PARAMS_ENV = "HARNESS_DUMP_PARAMS"  # path: rank 0 saves the final parameters there (tests)
 
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: checkpointed on SIGTERM; run again to resume
+
+
 class Diverged(RuntimeError):
     """The loss became NaN or Inf."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was written at ``step`` and the run should be resumed."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        super().__init__(f"pre-empted: checkpoint at step {step}")
+        self.step, self.path = step, path
+
+
+_STOP = {"requested": False}
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    _STOP["requested"] = True  # acted on at the next log boundary, where the ranks agree on it
 
 
 def peak_flops(cfg: Any, info: distributed.DistInfo) -> tuple[float, str]:
@@ -75,12 +94,16 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
 class MetricsSink:
     """metrics.jsonl always (rank 0), wandb when enabled."""
 
-    def __init__(self, cfg: Any, run_dir: Path, rank: int) -> None:
+    def __init__(self, cfg: Any, run_dir: Path, rank: int, resume_step: int = 0) -> None:
         self.path = run_dir / METRICS_FILE
         self.enabled = rank == 0
         self.wandb = None
         if self.enabled:
-            self.path.write_text("")
+            kept = []
+            if resume_step and self.path.exists():  # drop what was logged after the checkpoint
+                kept = [line for line in self.path.read_text().splitlines()
+                        if line.strip() and json.loads(line)["step"] < resume_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
             if cfg.wandb.enabled:
                 import wandb
 
@@ -124,25 +147,37 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     steps, gb = C.total_steps(cfg), C.global_batch(cfg)
     per_rank = t.micro_batch * t.grad_accum
     warmup = int(t.warmup_frac * steps)
-    sink = MetricsSink(cfg, run_dir, info.rank)
+    start_step = 0
+    losses: list[float] = []
+    heldout: list[tuple[int, float]] = []
+    noise = NoiseScaleEMA()
+    ckpt = checkpoint.latest(run_dir) if t.resume else None
+    if ckpt is not None:
+        state = checkpoint.load(ckpt, engine)
+        start_step, losses, heldout = state["step"], state["losses"], state["heldout"]
+        noise.g2, noise.trace = state["noise"]
+        if info.rank == 0:
+            print(f"resuming from {ckpt} (step {start_step})", flush=True)
+    sink = MetricsSink(cfg, run_dir, info.rank, start_step)
+    last_ckpt_time = time.time()
     step_times: list[float] = []
     comm_times: list[float] = []
     compute_times: list[float] = []
     pending: list[dict] = []
-    losses: list[float] = []
-    heldout: list[tuple[int, float]] = []
-    noise = NoiseScaleEMA()
     b_small, b_big = per_rank * t.seq_len, gb * t.seq_len  # tokens behind the local and global gradients
 
-    def flush() -> None:
+    def flush() -> tuple[bool, bool]:
         """Average the pending per-rank losses (and local gradient norms) across ranks in one small
-        all-reduce, then log them: the logged loss is the global batch's, whatever the world size."""
-        if not pending:
-            return
-        local = torch.tensor([[p["loss"], p.get("local_sq", 0.0)] for p in pending], dtype=torch.float64,
+        all-reduce, then log them: the logged loss is the global batch's, whatever the world size.
+        The same all-reduce carries the ranks' stop requests (SIGTERM) and rank 0's time-based
+        checkpoint decision, so every rank acts on them at the same step. Returns (stop, checkpoint)."""
+        due = info.rank == 0 and t.checkpoint_interval_s > 0 and time.time() - last_ckpt_time > t.checkpoint_interval_s
+        flags = [float(_STOP["requested"]), float(due)]
+        local = torch.tensor([[p["loss"], p.get("local_sq", 0.0), *flags] for p in pending], dtype=torch.float64,
                              device=info.device)
         dist.all_reduce(local)
-        for p, (loss, local_sq) in zip(pending, (local / info.world_size).tolist(), strict=True):
+        stop, due = bool(local[-1, 2] > 0), bool(local[-1, 3] > 0)
+        for p, (loss, local_sq, _, _) in zip(pending, (local / info.world_size).tolist(), strict=True):
             losses.append(loss)
             if not math.isfinite(loss):
                 raise Diverged(f"loss became {loss} at step {p['step']}")
@@ -157,9 +192,14 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
             print(f"step {p['step'] + 1}/{steps} loss {losses[-1]:.4f} lr {p['lr']:.2e} "
                   f"step {p['step_time_s'] * 1e3:.1f} ms", flush=True)
         pending.clear()
+        return stop, due
+
+    def save(next_step: int) -> Path:
+        state = {"losses": losses, "heldout": heldout, "noise": (noise.g2, noise.trace)}
+        return checkpoint.save(run_dir, next_step, engine, state, info.rank, t.keep_checkpoints)
 
     train_start = time.perf_counter()
-    for step in range(steps):
+    for step in range(start_step, steps):
         lr = metrics.lr_at(step, steps, t.lr, warmup, t.schedule, t.min_lr_ratio)
         engine.begin_step()
         t0 = time.perf_counter()
@@ -176,7 +216,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         dt = time.perf_counter() - t0
         comm = metrics.union_length(engine.comm_intervals())
         launch = engine.last_comm_launch()
-        if step >= t.timing_warmup_steps:
+        if step >= start_step + t.timing_warmup_steps:
             step_times.append(dt)
             comm_times.append(comm)
             if launch is not None:
@@ -187,8 +227,15 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         if sq is not None:
             entry["local_sq"], entry["global_sq"] = sq
         pending.append(entry)
+        stop = due = False
         if (step + 1) % t.log_interval == 0 or step == steps - 1:
-            flush()
+            stop, due = flush()
+        due = due or bool(t.checkpoint_interval_steps and (step + 1) % t.checkpoint_interval_steps == 0)
+        if step < steps - 1 and (stop or due):
+            path = save(step + 1)
+            last_ckpt_time = time.time()
+            if stop:
+                raise Preempted(step + 1, path)
         if t.eval_interval and (step + 1) % t.eval_interval == 0 and step != steps - 1:
             heldout.append((step + 1, evaluate(engine, windows, t.micro_batch, info)))
             sink.log({"step": step, "heldout_loss": heldout[-1][1]})
@@ -215,6 +262,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     result = summarize_run(cfg, shape, gathered, losses, heldout, steps, train_wall, peak, peak_source,
                            engine.comm_bytes_per_step(), sampler)
     result["training"]["heldout_tokens"] = len(windows) * t.seq_len
+    result["training"]["resumed_from_step"] = start_step or None
     result["training"]["noise_scale"] = {
         "b_simple_tokens": noise.b_simple,
         "grad_sq_G": noise.g2,
@@ -333,6 +381,7 @@ def first_error(run_dir: Path) -> dict | None:
 
 def run(run_dir: Path) -> int:
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    signal.signal(signal.SIGTERM, _request_stop)  # SLURM's pre-emption warning; torchrun forwards it
     info = distributed.init(cfg.cluster.device, cfg.train.comm_timeout_s)
     start = time.time()
     try:
@@ -344,6 +393,14 @@ def run(run_dir: Path) -> int:
                           duration_s=time.time() - start)
             write_record(run_dir, record)
         return 0
+    except Preempted as p:
+        if info.rank == 0:
+            record = plan.base_record(cfg, "preempted")
+            record.update(checkpoint={"path": str(p.path), "step": p.step}, duration_s=time.time() - start,
+                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            write_record(run_dir, record)
+            print(f"pre-empted: checkpoint at step {p.step} in {p.path}; run again to resume", flush=True)
+        return PREEMPTED_EXIT
     except BaseException as exc:
         write_error(run_dir, info.rank, exc)
         if info.rank == 0:  # also when no driver watches (multi-node, SLURM): never leave "running"

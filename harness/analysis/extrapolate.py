@@ -53,6 +53,30 @@ def shape_for_params(n_params: float, seq_len: int, vocab_size: int) -> flops.Sh
     return flops.Shape(n_layer=n_layer, d_model=d_model, n_head=d_model // 128, vocab_size=vocab_size, seq_len=seq_len)
 
 
+def data_parallel_limit(critical_batch_tokens: float, seq_len: int, n_gpus: int,
+                        batch_tokens: float = DEFAULT_BATCH_TOKENS, min_seqs_per_gpu: int = 1) -> dict[str, Any]:
+    """What the critical batch allows: the useful global batch, how many GPUs pure data parallelism
+    can use, and the model-parallel degree (TP x PP) the rest of the cluster needs.
+
+    Beyond B_crit a larger batch buys few fewer steps (McCandlish et al. 2018; Kaplan et al. 2020,
+    Sec. 5.1), so the useful global batch is B_crit in whole sequences. Pure DP gives every GPU at
+    least ``min_seqs_per_gpu`` sequences of that batch, hence at most B_crit / (seq_len x min) GPUs;
+    n GPUs then need model-parallel groups of ceil(n / that) GPUs each.
+    """
+    if not (critical_batch_tokens > 0 and seq_len >= 1 and n_gpus >= 1 and min_seqs_per_gpu >= 1):
+        raise ValueError(f"critical batch {critical_batch_tokens}, seq_len {seq_len}, n_gpus {n_gpus}, "
+                         f"min_seqs_per_gpu {min_seqs_per_gpu}; allowed: all > 0")
+    seqs = max(1, int(critical_batch_tokens // seq_len))
+    max_dp = max(1, seqs // min_seqs_per_gpu)
+    mp = -(-n_gpus // max_dp)
+    used = min(float(batch_tokens), float(seqs * seq_len))
+    return {"critical_batch_tokens": float(critical_batch_tokens), "useful_global_batch_seqs": seqs,
+            "useful_global_batch_tokens": seqs * seq_len, "max_pure_dp_gpus": max_dp,
+            "model_parallel_degree": mp, "pure_dp_suffices": mp == 1, "n_gpus": n_gpus,
+            "requested_batch_tokens": float(batch_tokens), "global_batch_tokens_used": used,
+            "min_seqs_per_gpu": min_seqs_per_gpu}
+
+
 def _q(values: np.ndarray, point: float, q: tuple[float, float]) -> dict[str, float]:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,13 @@ class Engine(ABC):
     @abstractmethod
     def optimizer_state_bytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
+
+    def save_checkpoint(self, path: Path, rank: int) -> None:
+        """Write this engine's state (model, optimizer, scaler) under path; called on every rank."""
+        raise NotImplementedError(f"engine {self.name} cannot save checkpoints")
+
+    def load_checkpoint(self, path: Path) -> None:
+        raise NotImplementedError(f"engine {self.name} cannot load checkpoints")
 
     def begin_step(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Called before each optimizer step's first micro-batch."""

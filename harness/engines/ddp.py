@@ -3,6 +3,7 @@
 # No "from __future__ import annotations": DDP checks the comm hook's real annotations.
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -133,6 +134,18 @@ class DDPEngine(Engine):
             loss = self.module(x, y)
         self.module.train()
         return loss.float()
+
+    def save_checkpoint(self, path: Path, rank: int) -> None:
+        if rank == 0:  # every rank holds the same replica
+            state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scaler": self.scaler.state_dict()}
+            torch.save(state, path / "engine.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / "engine.pt", map_location=self.device, weights_only=False)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
 
     def optimizer_state_bytes(self) -> int:
         return tensor_bytes(list(self.optimizer.state.values()))

@@ -22,7 +22,9 @@ from harness.results import RecordError, read_record, write_record
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on: a SLURM or cgroup allocation, not the whole machine."""
+    """CPUs for this node's ranks: the SLURM task's, else those this process may run on."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
