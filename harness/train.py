@@ -380,7 +380,8 @@ def first_error(run_dir: Path) -> dict | None:
 
 
 def run(run_dir: Path) -> int:
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    # Merged onto the schema: a config frozen by an older version still gets every key's default.
+    cfg = OmegaConf.merge(OmegaConf.structured(C.HarnessConfig), OmegaConf.load(run_dir / CONFIG_FILE))
     signal.signal(signal.SIGTERM, _request_stop)  # SLURM's pre-emption warning; torchrun forwards it
     info = distributed.init(cfg.cluster.device, cfg.train.comm_timeout_s)
     start = time.time()
