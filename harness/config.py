@@ -7,6 +7,7 @@ composition time. ``validate`` then checks the cross-field rules before anything
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,11 +244,31 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 def validate(cfg: Any, *, check_hardware: bool = True) -> None:
     """Cross-field rules, checked before anything starts. Raises ConfigError."""
     m, t, c, e = cfg.model, cfg.train, cfg.cluster, cfg.engine
-    if m.d_model % m.n_head:
-        _fail("model.d_model", m.d_model, f"must be divisible by model.n_head={m.n_head}")
-    for key, v in (("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.vocab_size", m.vocab_size)):
+    for key, v in (
+        ("model.n_layer", m.n_layer),
+        ("model.n_head", m.n_head),
+        ("model.d_model", m.d_model),
+        ("model.vocab_size", m.vocab_size),
+        ("model.mlp_ratio", m.mlp_ratio),
+        ("nproc", cfg.nproc),
+        ("nnodes", cfg.nnodes),
+        ("train.micro_batch", t.micro_batch),
+        ("train.grad_accum", t.grad_accum),
+        ("train.seq_len", t.seq_len),
+        ("train.tokens", t.tokens),
+        ("train.eval_tokens", t.eval_tokens),
+        ("train.log_interval", t.log_interval),
+        ("train.keep_checkpoints", t.keep_checkpoints),
+    ):
         if v < 1:
             _fail(key, v, "must be >= 1")
+    for key, f in (("train.lr", t.lr), ("train.warmup_frac", t.warmup_frac), ("train.min_lr_ratio", t.min_lr_ratio),
+                   ("train.grad_clip", t.grad_clip), ("model.dropout", m.dropout),
+                   ("data.heldout_frac", cfg.data.heldout_frac), ("train.weight_decay", t.weight_decay)):
+        if not math.isfinite(f):
+            _fail(key, f, "must be a finite number")
+    if m.d_model % m.n_head:
+        _fail("model.d_model", m.d_model, f"must be divisible by model.n_head={m.n_head}")
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", m.dropout, "must be in [0, 1)")
     if t.dtype not in DTYPES:
@@ -262,19 +283,6 @@ def validate(cfg: Any, *, check_hardware: bool = True) -> None:
         _fail("engine.zero_stage", e.zero_stage, "0 with engine=ddp (ZeRO stages need engine=deepspeed)")
     if c.device not in DEVICES:
         _fail("cluster.device", c.device, f"one of {', '.join(DEVICES)}")
-    for key, v in (
-        ("nproc", cfg.nproc),
-        ("nnodes", cfg.nnodes),
-        ("train.micro_batch", t.micro_batch),
-        ("train.grad_accum", t.grad_accum),
-        ("train.seq_len", t.seq_len),
-        ("train.tokens", t.tokens),
-        ("train.eval_tokens", t.eval_tokens),
-        ("train.log_interval", t.log_interval),
-        ("train.keep_checkpoints", t.keep_checkpoints),
-    ):
-        if v < 1:
-            _fail(key, v, "must be >= 1")
     if t.lr <= 0:
         _fail("train.lr", t.lr, "must be > 0")
     if not 0.0 <= t.warmup_frac < 1.0:

@@ -420,7 +420,7 @@ def to_yaml(sweep: dict[str, Any], header: list[str]) -> str:
     import yaml
 
     head = ["# @package sweep", *(f"# {h}".rstrip() for h in header)]
-    return "\n".join(head) + "\n" + yaml.safe_dump(sweep, sort_keys=False, width=10_000, default_flow_style=None)
+    return "\n".join(head) + "\n" + yaml.safe_dump(sweep, sort_keys=False, width=10_000, default_flow_style=False)
 
 
 # --------------------------------------------------------------------------- command

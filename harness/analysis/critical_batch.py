@@ -83,8 +83,11 @@ class CriticalBatchFit:
                 draws = draws * np.exp(np.random.default_rng(seed).normal(0.0, self.resid_sd, len(draws)))
             out["lo"], out["hi"] = (float(x) for x in np.quantile(draws, q))
         lo, hi = self.loss_range
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # published constants: no data range known
+            out["extrapolated"], out["loss_factor_beyond_data"] = None, None
+            return out
         out["extrapolated"] = not lo <= L <= hi
-        out["loss_factor_beyond_data"] = (lo / L if L < lo else L / hi if L > hi else 1.0)
+        out["loss_factor_beyond_data"] = max(lo / L, L / hi, 1.0) if out["extrapolated"] else 1.0
         return out
 
     def interval(self, q: tuple[float, float] = (0.05, 0.95)) -> dict[str, dict[str, float]]:
@@ -198,7 +201,7 @@ def _loss_unit(table: Any) -> str:
 
     vocab = set()
     for path in table["path"]:
-        vocab.add(((read_record(path).get("model") or {}).get("vocab_size")))
+        vocab.add((read_record(path).get("model") or {}).get("vocab_size"))
     if vocab == {256}:
         return "nats per byte (byte-level vocabulary of 256)"
     return f"nats per token (vocabulary sizes {sorted(v for v in vocab if v)})"

@@ -1,11 +1,16 @@
 """``harness extrapolate cluster=colossus [model=gpt3-175b] [days=90] [checkpoint_s=30] [restart_s=300]
 [batch_tokens=16777216] [critical_batch_tokens=...] [seq_len=2048] [gpus=...] [straggler_cv=...]
-[n_bootstrap=100] [loss_bootstrap=1000] [--results DIR] [--out DIR] [--loss-law auto|chinchilla|results]``
+[n_bootstrap=100] [loss_bootstrap=1000] [--results DIR] [--out DIR] [--loss-law auto|chinchilla|results]
+[--critical-batch auto|kaplan|fit|TOKENS]``
 
 Prints a Markdown summary and writes ``extrapolate.json`` and ``extrapolate.md`` under --out
 (default ``results/extrapolate/``). Cluster and model presets are the YAML files under
 ``harness/configs/{cluster,model}/``. The loss law is fitted to the completed runs under
 --results when they suffice (auto), else to the bundled Chinchilla points; the output says which.
+``--critical-batch`` evaluates the critical batch B_crit(L) at the predicted loss (auto: fitted to
+the --results runs' gradient noise scales when the loss law is theirs too, else Kaplan et al.
+2020's published constants, labelled; or a fixed number of tokens), caps the global batch there,
+and reports how many GPUs pure data parallelism can use and the model-parallel degree the rest needs.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 100, "loss_bootstrap": 1000, "seed": 0, "straggler_cv": None,
 }
 INT_KEYS = ("seq_len", "gpus", "n_bootstrap", "loss_bootstrap", "seed")
-FLAGS = {"--results": "results", "--out": "out", "--loss-law": "loss_law"}
+FLAGS = {"--results": "results", "--out": "out", "--loss-law": "loss_law", "--critical-batch": "critical_batch"}
 CHINCHILLA_FILE = "chinchilla_epoch_svg_extracted.csv"
 MIN_LOSS_RUNS = 6
 
@@ -42,7 +47,8 @@ class HelpRequested(Exception):
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """key=value settings and --flag value / --flag=value options; unknown keys are errors."""
-    opts: dict[str, Any] = {**DEFAULTS, "results": None, "out": "results/extrapolate", "loss_law": "auto"}
+    opts: dict[str, Any] = {**DEFAULTS, "results": None, "out": "results/extrapolate", "loss_law": "auto",
+                            "critical_batch": None}
     it = iter(argv)
     for tok in it:
         if tok in ("-h", "--help"):
@@ -63,10 +69,20 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         opts[key] = _convert(key, val)
     if opts["loss_law"] not in ("auto", "chinchilla", "results"):
         raise UsageError(f"--loss-law {opts['loss_law']!r}; allowed: auto, chinchilla, results")
+    cb = opts["critical_batch"]
+    if cb is not None and cb not in ("auto", "kaplan", "fit") and not _positive_number(cb):
+        raise UsageError(f"--critical-batch {cb!r}; allowed: auto, kaplan, fit, or a number of tokens > 0")
     for group, key in (("cluster", "cluster"), ("model", "model")):
         if opts[key] not in available(group):
             raise UsageError(f"{key}={opts[key]!r} is not a preset; allowed: {', '.join(available(group))}")
     return opts
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
 
 
 def _convert(key: str, val: str) -> Any:
@@ -207,6 +223,8 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
         lines.append(f"| {r['n_gpus']:,} | {r['layout']}{idle} | {r['tokens_per_gpu_per_step']:.0f} | {mv} ({mi}) | "
                      f"{ev} ({ei}) | {100 * sh['bubble']:.0f}% | {100 * sh['dp']:.0f}% | "
                      f"{100 * (sh['tp'] + sh['pp']):.0f}% |")
+    if res.get("critical_batch"):
+        lines += _critical_batch_lines(res["critical_batch"])
     m = res.get("measured")
     if m:
         lines += ["", "## This harness's measured runs", ""]
@@ -294,12 +312,17 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     cal = published.calibrate(cases, n_bootstrap=opts["n_bootstrap"], seed=opts["seed"])
     if opts["straggler_cv"] is not None:
         cal = X.with_straggler(cal, opts["straggler_cv"])
-    try:
-        res = X.extrapolate(
+    def run(batch_tokens: float, critical_batch_tokens: float | None) -> dict[str, Any]:
+        return X.extrapolate(
             s, hw, cal, loss_fit, n_gpus=n_gpus, days=opts["days"], checkpoint_s=opts["checkpoint_s"],
-            restart_s=opts["restart_s"], batch_tokens=opts["batch_tokens"],
-            critical_batch_tokens=opts["critical_batch_tokens"], calibration_max_gpus=max(k.gpus for k in cases),
+            restart_s=opts["restart_s"], batch_tokens=batch_tokens,
+            critical_batch_tokens=critical_batch_tokens, calibration_max_gpus=max(k.gpus for k in cases),
             measured_max_gpus=measured_max, seed=opts["seed"])
+
+    try:
+        res = run(opts["batch_tokens"], opts["critical_batch_tokens"])
+        if opts.get("critical_batch"):
+            res = with_critical_batch(res, opts, run, n_gpus, s.seq_len, why == "fitted to the --results runs")
     except ValueError as e:  # no feasible layout, or nothing delivered: say why, do not predict
         raise UsageError(str(e)) from None
     res["inputs"] = dict(opts)
@@ -307,6 +330,56 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     if measured:
         res["measured"] = measured
     return res
+
+
+def with_critical_batch(res: dict[str, Any], opts: dict[str, Any], run: Any, n_gpus: int, seq_len: int,
+                        loss_from_results: bool) -> dict[str, Any]:
+    """Evaluate B_crit at the first pass's predicted loss, then extrapolate again with the global batch
+    capped there (the budget, hence the loss, moves a little with the batch: both losses are reported)."""
+    from harness.analysis import critical_batch as CB
+    from harness.analysis import extrapolate as X
+
+    loss = res["loss_law"]["loss"]
+    spec = str(opts["critical_batch"])
+    law = None
+    if _positive_number(spec):
+        pred = {"value": float(spec), "lo": float(spec), "hi": float(spec), "loss": loss["value"]}
+        note = "given (--critical-batch)"
+    else:
+        law, note = CB.choose_law(spec, opts["results"], loss_from_results, seed=opts["seed"])
+        pred = law.predict(loss["value"])
+    lim = X.data_parallel_limit(pred["value"], seq_len, n_gpus, opts["batch_tokens"])
+    out = run(lim["global_batch_tokens_used"], pred["value"])
+    section: dict[str, Any] = {"source": note, "law": law.to_dict() if law else None, "at_loss": loss["value"],
+                               "critical_batch": pred, **lim}
+    if law is not None:
+        section["at_loss_interval_ends"] = {k: law.predict(loss[k])["value"] for k in ("lo", "hi")}
+        section["at_final_loss"] = law.predict(out["loss_law"]["loss"]["value"])["value"]
+    out["critical_batch"] = section
+    return out
+
+
+def _critical_batch_lines(cb: dict[str, Any]) -> list[str]:
+    p = cb["critical_batch"]
+    iv = f"{p['lo']:.3g} to {p['hi']:.3g}" if p["hi"] > p["lo"] else "no interval"
+    ends = cb.get("at_loss_interval_ends")
+    lines = ["", "## Critical batch", "",
+             f"B_crit at the predicted loss {cb['at_loss']:.4g}: {p['value']:.3g} tokens ({iv}"
+             + (f"; {ends['lo']:.3g} / {ends['hi']:.3g} at the loss interval's ends" if ends else "")
+             + f"); source: {cb['source']}."]
+    if cb.get("law"):
+        law = cb["law"]
+        lines.append(f"Law: {law['form']}, B* = {law['B_star_tokens']:.3g} tokens, alpha_B = {law['alpha_B']:.3g}; "
+                     f"{law['source']}; L in {law['loss_unit']}."
+                     + (f" The loss lies outside the fitted runs' losses (x{p['loss_factor_beyond_data']:.2f})."
+                        if p.get("extrapolated") and law["n_points"] else ""))
+    lines += [f"Useful global batch: {cb['useful_global_batch_tokens']:,} tokens ({cb['useful_global_batch_seqs']:,} "
+              f"sequences); requested {cb['requested_batch_tokens']:.3g}, used {cb['global_batch_tokens_used']:.3g}.",
+              f"Pure data parallelism can use at most {cb['max_pure_dp_gpus']:,} GPUs (one sequence each); "
+              + ("that covers the cluster." if cb["pure_dp_suffices"] else
+                 f"the {cb['n_gpus']:,} GPUs need a model-parallel degree (TP x PP) of at least "
+                 f"{cb['model_parallel_degree']:,}.")]
+    return lines
 
 
 def main(argv: list[str]) -> int:
