@@ -229,7 +229,24 @@ def root_cause(log_text: str) -> dict | None:
 
 
 def failure_cause(run_dir: Path) -> dict:
-    """Which rank failed first and why: its own error file, else how its process ended."""
+    """Which rank failed first and why, with a hung rank named instead of the peer that timed out on it."""
+    from harness.train import last_progress
+
+    cause = _first_failure(run_dir)
+    progress = last_progress(run_dir)
+    if progress and min(progress.values()) < max(progress.values()):
+        cause["last_step_per_rank"] = {r: p // 2 for r, p in progress.items()}
+        behind = sorted(r for r, p in progress.items() if p == min(progress.values()))
+        if re.search(r"timed? ?out", cause.get("message", ""), re.IGNORECASE) and cause.get("rank") not in behind:
+            step = progress[behind[0]] // 2
+            cause.update(waiting_rank=cause.get("rank"), rank=behind[0], type="Hang",
+                         message=f"rank {behind[0]} stopped in step {step} while rank {cause.get('rank')} "
+                                 f"waited for it: {cause.get('message', '')[:300]}")
+    return cause
+
+
+def _first_failure(run_dir: Path) -> dict:
+    """The rank whose process ended first (torchrun's root cause): its error file, else how it ended."""
     from harness.train import ERRORS_DIR, first_error
 
     rc = root_cause(_tail(run_dir / LOG_FILE, lines=200))

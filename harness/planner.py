@@ -149,8 +149,10 @@ class Family:
         d_approx = math.sqrt(n_target / (per * n_layer))
         q = max(8, 2 ** int(math.floor(math.log2(max(d_approx, 8) / 8))))
         cands = range(q, q * (int(2 * d_approx / q) + 3), q)
-        d = min(cands, key=lambda x: abs(math.log(flops.params_nonembedding(self._shape(n_layer, x)) / n_target)))
-        return self._shape(n_layer, d)
+        def n_of(d: int) -> int:  # N does not depend on the head count
+            return flops.params_nonembedding(flops.Shape(n_layer, d, 1, self.vocab_size, self.seq_len, self.mlp_ratio))
+
+        return self._shape(n_layer, min(cands, key=lambda x: abs(math.log(n_of(x) / n_target))))
 
     def grid_step(self, s: flops.Shape) -> int:
         return max(8, 2 ** int(math.floor(math.log2(max(s.d_model, 8) / 8))))
@@ -161,7 +163,8 @@ class Family:
 
 
 def _nearest_divisor(n: int, target: float) -> int:
-    divs = [k for k in range(1, n + 1) if n % k == 0]
+    small = [k for k in range(1, math.isqrt(n) + 1) if n % k == 0]
+    divs = sorted({*small, *(n // k for k in small)})
     return min(divs, key=lambda k: (abs(math.log(k / max(target, 1e-9))), -k))
 
 
@@ -381,14 +384,15 @@ def sweep_dict(plan: Plan, name: str, description: str, common: list[str], paral
 
 
 def table(plan: Plan) -> str:
-    lines = [f"{'budget C':>9} {'model':<26} {'N':>10} {'D tokens':>11} {'D/N':>6} {'C=6ND':>9} {'steps':>6} "
-             f"{'batch':>7} {'lr':>8} {'est':>7}"]
-    for r in plan.runs:
-        st = r.settings
-        lines.append(f"{r.budget:>9.3g} {Family.name(r.shape):<26} {r.n:>10,} {r.tokens:>11,} {r.tokens / r.n:>6.1f} "
-                     f"{r.compute:>9.3g} {r.steps:>6} {st.global_batch_seqs * r.shape.seq_len:>7} {st.lr:>8.2e} "
-                     f"{_dur(r.est_s):>7}")
-    return "\n".join(lines)
+    """One line per planned run, columns aligned to their widest cell."""
+    head = ("budget C", "model", "N", "D tokens", "D/N", "C=6ND", "steps", "batch tok", "lr", "est")
+    rows = [(f"{r.budget:.3g}", Family.name(r.shape), f"{r.n:,}", f"{r.tokens:,}", f"{r.tokens / r.n:.1f}",
+             f"{r.compute:.4g}", f"{r.steps:,}", f"{r.settings.global_batch_seqs * r.shape.seq_len:,}",
+             f"{r.settings.lr:.3g}", _dur(r.est_s)) for r in plan.runs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 1 else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    return "\n".join([fmt(head), *(fmt(row) for row in rows)])
 
 
 def _dur(s: float) -> str:

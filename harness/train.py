@@ -31,6 +31,31 @@ from harness.noise_scale import NoiseScaleEMA, two_batch_estimates
 from harness.results import CONFIG_FILE, METRICS_FILE, append_jsonl, atomic_write_text, write_record
 
 ERRORS_DIR = "errors"
+PROGRESS_DIR = "progress"
+
+
+class Heartbeat:
+    """Each rank's current step in ``progress/rank<r>`` (one pwrite per step), so that when a
+    collective times out the driver can tell which rank stopped and which one merely waited."""
+
+    def __init__(self, run_dir: Path, rank: int) -> None:
+        (run_dir / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(run_dir / PROGRESS_DIR / f"rank{rank}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def beat(self, step: int, done: bool = False) -> None:
+        """Progress counter 2*step (step started) or 2*step + 1 (step's optimizer update done)."""
+        os.pwrite(self.fd, f"{2 * step + int(done):>12d}\n".encode(), 0)
+
+
+def last_progress(run_dir: Path) -> dict[int, int]:
+    """Each rank's last progress counter (see Heartbeat.beat)."""
+    out = {}
+    for path in (run_dir / PROGRESS_DIR).glob("rank*"):
+        try:
+            out[int(path.name[4:])] = int(path.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return out
 DUMP_PARAMS_ENV = "HARNESS_DUMP_PARAMS"  # path: rank 0 saves the final parameters there (tests)
 
 
@@ -160,6 +185,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
             print(f"resuming from {ckpt} (step {start_step})", flush=True)
     sink = MetricsSink(cfg, run_dir, info.rank, start_step)
     last_ckpt_time = time.time()
+    heartbeat = Heartbeat(run_dir, info.rank)
     step_times: list[float] = []
     comm_times: list[float] = []
     compute_times: list[float] = []
@@ -201,6 +227,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     train_start = time.perf_counter()
     for step in range(start_step, steps):
         lr = metrics.lr_at(step, steps, t.lr, warmup, t.schedule, t.min_lr_ratio)
+        heartbeat.beat(step)
         engine.begin_step()
         t0 = time.perf_counter()
         ids = sampler.sample_ids(step, gb, info.rank, per_rank)
@@ -211,6 +238,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         if faults.inject(step, info.rank):
             micro_losses[-1] = torch.full_like(micro_losses[-1], float("nan"))
         gnorm = engine.optimizer_step(lr)
+        heartbeat.beat(step, done=True)
         if info.device.type == "cuda":
             torch.cuda.synchronize(info.device)
         dt = time.perf_counter() - t0

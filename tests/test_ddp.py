@@ -117,7 +117,9 @@ def test_hung_rank_ends_within_collective_timeout(run_train, monkeypatch):
     start = time.time()
     out = run_train("nproc=2", "train.comm_timeout_s=10")
     assert out.status == "failed" and time.time() - start < 120
-    assert out.record["failure"]["returncode"] != 0
+    failure = out.record["failure"]
+    assert failure["returncode"] != 0
+    assert failure["rank"] == 1 and failure["type"] == "Hang" and "rank 1 stopped in step 2" in failure["message"]
 
 
 def test_launcher_timeout_kills_a_silent_run(run_train, monkeypatch):
