@@ -11,8 +11,8 @@ Rules (ids are what ``train.lr_rule`` records; a ``*m`` suffix marks an LR-sweep
     as power laws of the compute budget,
         eta_opt = 0.3118 * C^-0.1250,   B_opt = 0.2920 * C^0.3271   (B in tokens),
     with C = M * D and M the non-embedding FLOPs per token, M = 72 n_layer d_model^2 +
-    6 n_layer d_model l_seq (their Sec. 3.2). The fit used budgets of about 1e17-2e19 FLOPs;
-    a CPU plan at 1e11-1e13 extrapolates it by 4-6 orders of magnitude (an LR sweep checks it).
+    6 n_layer d_model l_seq (their Sec. 3.2). They fitted it on small runs of roughly 1e17-1e20
+    FLOPs; a CPU plan at 1e11-1e13 extrapolates it by 5+ orders of magnitude (``--lr-sweep`` checks it).
 ``kaplan-2020``. Kaplan et al., "Scaling Laws for Neural Language Models", arXiv:2001.08361,
     App. D.6, eq. (D.1): LR(N) ~ 0.003239 - 0.0001395 ln N (N = non-embedding parameters). It
     sets the learning rate only; the batch is left to the caller (Kaplan trained at a fixed
@@ -180,24 +180,6 @@ def rule_multiplier(tag: Any) -> tuple[str, float]:
         return text, 1.0
 
 
-def lr_columns(table: Any) -> Any:
-    """records_table rows plus ``lr`` and ``lr_rule`` read from each record's resolved config (via ``path``)."""
-    from harness.results import RecordError, read_record
-
-    table = table.copy()
-    lrs, rules = [], []
-    for path in table["path"]:
-        try:
-            train = (read_record(path).get("config") or {}).get("train") or {}
-        except RecordError:
-            train = {}
-        lrs.append(train.get("lr"))
-        rules.append(train.get("lr_rule", MANUAL))
-    table["lr"] = lrs
-    table["lr_rule"] = rules
-    return table
-
-
 def select_best_lr(df: Any, loss_col: str = "heldout_loss", keys: tuple[str, ...] = ("N", "D")) -> Any:
     """Per size and budget, keep the run of an LR sweep with the lowest loss (the loss fit's input).
 
@@ -245,7 +227,7 @@ def best_lr_main(argv: list[str]) -> int:
     if table.empty:
         print(f"no completed training records under {a.root}", file=sys.stderr)
         return 2
-    best = select_best_lr(lr_columns(table), a.loss_column)
+    best = select_best_lr(table, a.loss_column)
     best["fit_loss"] = best[a.loss_column]
     out = a.csv or f"{a.root.rstrip('/')}/best_lr.csv"
     best.to_csv(out, index=False)

@@ -17,8 +17,11 @@ from harness import config as C
 from harness import flops
 from harness.results import CONFIG_FILE
 
-# Keys that name where a run is stored or how it is watched, not what it computes.
+# Keys that name where a run is stored, how it is watched or recovered, or who chose a value:
+# not what it computes (a resumed run equals an uninterrupted one), so not part of its id.
 _NOT_IDENTITY = ("results_dir", "sweep_name", "run_id", "wandb", "launcher", "sweep")
+_NOT_IDENTITY_TRAIN = ("lr_rule", "log_interval", "comm_timeout_s", "checkpoint_interval_steps",
+                       "checkpoint_interval_s", "keep_checkpoints", "resume")
 
 
 def shape_of(cfg: Any) -> flops.Shape:
@@ -31,6 +34,7 @@ def run_id(cfg: Any) -> str:
     if cfg.run_id:
         return str(cfg.run_id)
     ident = {k: v for k, v in C.to_container(cfg).items() if k not in _NOT_IDENTITY}
+    ident["train"] = {k: v for k, v in ident["train"].items() if k not in _NOT_IDENTITY_TRAIN}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
     return f"{cfg.model.name}-{cfg.engine.name}{cfg.engine.zero_stage if cfg.engine.name != 'ddp' else ''}-w{C.world_size(cfg)}-{digest}"
 

@@ -132,6 +132,8 @@ TABLE_COLUMNS: dict[str, str] = {
     "mfu": "throughput.mfu",
     "peak_source": "throughput.peak_source",
     "gpu_type": "cluster.gpu_type",
+    "lr": "config.train.lr",
+    "lr_rule": "config.train.lr_rule",
 }
 
 

@@ -257,3 +257,18 @@ def test_select_best_lr_keeps_each_sizes_best_run_and_flags_the_edge():
     assert list(best["lr_at_edge"]) == [False, True, False]
     assert list(best["lr_candidates"]) == [3, 3, 1]
     assert np.isclose(best.iloc[1]["lr"], 2e-3)
+
+
+def test_records_table_carries_the_lr_rule_and_best_lr_selection(tmp_path):
+    from harness.results import records_table
+
+    for i, (tag, loss) in enumerate((("deepseek-llm-2024", 2.5), ("deepseek-llm-2024*2", 2.4), (None, 2.6))):
+        train = {"lr": 0.01 * (i + 1)} | ({"lr_rule": tag} if tag else {})  # None: a record from before lr_rule
+        write_record(tmp_path / f"r{i}", {
+            "status": "completed", "kind": "train", "run_id": f"r{i}", "config": {"train": train},
+            "model": {"name": "m", "params_nonembedding": 1000}, "training": {"tokens_trained": 5000,
+                                                                             "heldout_loss": loss}})
+    t = records_table(tmp_path).sort_values("lr")
+    assert list(t["lr_rule"].fillna("manual")) == ["deepseek-llm-2024", "deepseek-llm-2024*2", "manual"]
+    best = lr_rules.select_best_lr(t)
+    assert sorted(best["heldout_loss"]) == [2.4, 2.6]  # the rule's sweep keeps its best; the manual run stays

@@ -8,7 +8,7 @@ as ``b_simple`` in metrics.jsonl. McCandlish et al. found B_crit ~ B_noise and B
 proxy for it (equal when the Hessian is a multiple of the identity); we use B_simple as B_crit.
 
 Fit: Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", arXiv:2001.08361, Sec. 5.1,
-eq. 5.3 / eq. 1.4) found B_crit depends on the model only through its loss,
+summarised as eq. 1.4) found B_crit depends on the model only through its loss,
 B_crit(L) = B* / L^(1/alpha_B) with B* ~ 2e8 tokens and alpha_B ~ 0.21, for L in nats per GPT-2
 BPE token on WebText2. Here log B = log B* - (1/alpha_B) log L is fitted by least squares across
 runs, with a pairs bootstrap (runs resampled) for intervals on B*, alpha_B and every prediction.
@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-# Kaplan et al. 2020, Sec. 5.1 (eq. 5.3) and Table 1: B_crit(L) = B*/L^(1/alpha_B).
+# Kaplan et al. 2020, Sec. 5.1 (eq. 1.4 in their summary): B_crit(L) = B*/L^(1/alpha_B); they call B*
+# tokenization-dependent.
 KAPLAN_B_STAR = 2.0e8  # tokens (GPT-2 BPE)
 KAPLAN_ALPHA_B = 0.21
-KAPLAN_SOURCE = ("Kaplan et al. 2020 (arXiv:2001.08361, Sec. 5.1, eq. 5.3): published B* = 2e8 tokens, alpha_B = 0.21, "
+KAPLAN_SOURCE = ("Kaplan et al. 2020 (arXiv:2001.08361, Sec. 5.1, eq. 1.4): published B* = 2e8 tokens, alpha_B = 0.21, "
                  "fitted on GPT-2 BPE tokens of WebText2 with L in nats per BPE token; no interval published")
 RECORD_COLUMN = "b_simple"  # records_table column: training.noise_scale.b_simple_tokens
 RECORD_FIELDS = ("training.noise_scale.b_simple_tokens", "training.noise_scale_b_simple")  # current, brief's name

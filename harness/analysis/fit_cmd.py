@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-frac", type=float, default=0.1,
                    help="leave-largest-out: hold out the largest budgets, at least this fraction of runs")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--best-lr", action="store_true",
+                   help="records: keep only the best learning rate per (size, budget) of an LR sweep")
     return p
 
 
@@ -194,6 +196,10 @@ def _records_table(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if frame.empty:
         raise LossLawError(f"{root}: no completed training run records (record.json) found")
     loss_col = args.loss_column or "heldout_loss"
+    if args.best_lr:  # a learning-rate sweep per size: keep each (size, budget)'s best run
+        from harness.lr_rules import select_best_lr
+
+        frame = select_best_lr(frame, loss_col)
     for col, flag in ((loss_col, "--loss-column"), (args.n_column, "--n-column")):
         if col not in frame.columns:
             raise LossLawError(f"{flag} {col!r} is not a record column; columns found: {list(frame.columns)}")
