@@ -24,7 +24,7 @@ from typing import Any
 
 from harness import config as C
 from harness import flops, plan
-from harness.results import RecordError, read_record
+from harness.results import RecordError, iter_records, read_record
 
 
 @dataclass
@@ -71,6 +71,28 @@ def _dedupe(points: list[Point]) -> list[Point]:
         if key not in seen:
             seen.add(key)
             out.append(p)
+    return out
+
+
+def existing_runs(folder: Path) -> dict[str, dict]:
+    """Records under folder keyed by the id their stored config has today.
+
+    A record's config is merged onto the current schema before hashing, so runs made before
+    a new config key existed (or stored under an older id) are still found and not re-run.
+    """
+    from omegaconf import OmegaConf
+
+    out: dict[str, dict] = {}
+    for _, rec in iter_records(folder, warn=False):
+        if rec.get("kind", "train") != "train" or not isinstance(rec.get("config"), dict):
+            continue
+        try:
+            cfg = OmegaConf.merge(OmegaConf.structured(C.HarnessConfig), rec["config"])
+        except Exception:  # a config from an incompatible version: not a match for anything
+            continue
+        rid = plan.run_id(cfg)
+        if rid not in out or rec.get("status") == "completed":
+            out[rid] = rec
     return out
 
 
@@ -123,17 +145,20 @@ def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = N
     """Run the sweep's missing points. retry: "failed" (crashes, time-outs), "all" (also diverged, oom), "none"."""
     points = expand(sweep, user_overrides)
     records: dict[str, dict] = {}
+    valid = [p for p in points if p.cfg is not None]
+    existing = existing_runs(Path(valid[0].cfg.results_dir) / sweep.name) if valid else {}
     todo: list[Point] = []
     for p in points:
         if p.cfg is None:
             log(f"[sweep] invalid point {p.label}: {p.error}")
             continue
-        st = status_of(p.cfg)
+        rid = plan.run_id(p.cfg)
+        st = existing.get(rid, {}).get("status")
         rerun = st is None or (st != "completed" and (retry == "all" or (retry == "failed" and st in RETRY)))
         if rerun:
             todo.append(p)
         else:
-            records[plan.run_id(p.cfg)] = read_record(plan.run_dir(p.cfg))
+            records[rid] = existing[rid]
     invalid = [p for p in points if p.cfg is None]
     log(f"[sweep] {sweep.name}: {len(points)} points, {len(records)} already recorded, {len(todo)} to run"
         + (f", {len(invalid)} invalid" if invalid else ""))

@@ -70,3 +70,18 @@ def test_presets_expand(name, tmp_path):
         assert len(ns) >= 5 and ns[-1] / ns[0] > 10**1.5
         ratios = {p.cfg.train.tokens / plan.model_facts(p.cfg)["params_nonembedding"] for p in pts}
         assert min(ratios) < 1 < 20 < max(ratios)
+
+
+def test_runs_recorded_by_an_older_version_are_found_not_rerun(tmp_path):
+    """A completed record whose stored config predates a config key, under another folder name."""
+    from harness.results import write_record
+
+    sw = sweep_cfg(models=[], tokens=[], points=["model=gpt-0.03m nproc=1"], overrides=SMALL)
+    [point] = expand(sw, [f"results_dir={tmp_path}"])
+    old_config = C.to_container(point.cfg)
+    del old_config["train"]["lr_rule"], old_config["train"]["resume"]  # keys added later
+    write_record(tmp_path / "smoke" / "renamed-old-id", {
+        "kind": "train", "run_id": "renamed-old-id", "status": "completed", "config": old_config})
+    logs: list[str] = []
+    records = run_sweep(sw, [f"results_dir={tmp_path}"], log=logs.append)
+    assert "1 already recorded, 0 to run" in logs[0] and records[0]["run_id"] == "renamed-old-id"
