@@ -56,9 +56,9 @@ def last_progress(run_dir: Path) -> dict[int, int]:
         except (OSError, ValueError):
             continue
     return out
+
+
 DUMP_PARAMS_ENV = "HARNESS_DUMP_PARAMS"  # path: rank 0 saves the final parameters there (tests)
-
-
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: checkpointed on SIGTERM; run again to resume
 
 

@@ -124,6 +124,11 @@ def chinchilla_loss_fit(n_bootstrap: int, seed: int):
     return fit
 
 
+# Beyond this many orders of magnitude of compute past the data, a fitted loss law is reported but
+# not used as the answer (Hoffmann et al. and Besiroglu et al. fit over ~3-4 decades themselves).
+MAX_TRUSTED_OOM_C = 3.0
+
+
 def results_loss_fit(table, n_bootstrap: int, seed: int):
     from harness.analysis import losslaw
 
@@ -155,6 +160,14 @@ def _iv(d: dict[str, float] | None, unit: str = "", pct: bool = False) -> tuple[
 
 def _oom(x: float | None, what: str) -> str:
     return "" if x is None else f"{x:+.1f} OOM vs {what}"
+
+
+def _measured_law_lines(m: dict[str, Any] | None) -> list[str]:
+    if not m:
+        return []
+    return [f"The measured runs' own law ({m['source']}) would say: N* {_fmt(m['N_opt']['value'])}, "
+            f"D* {_fmt(m['D_opt']['value'])}, loss {_fmt(m['loss']['value'])}, from "
+            f"{m['extrapolation_oom_C']:.1f} orders of magnitude beyond its largest run: not trusted."]
 
 
 def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
@@ -199,6 +212,7 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
         f"Loss law ({ll.get('selection', '')}): {ll['source']}; loss interval from the loss law's bootstrap at the point budget "
         f"(at the budget's interval ends: {ll['loss_at_budget_interval']['lo_budget']:.3f} / "
         f"{ll['loss_at_budget_interval']['hi_budget']:.3f}).",
+        *_measured_law_lines(res.get("loss_law_measured")),
         f"Failures: {gp['failure_rate_source']}: {gp['failure_rate_per_gpu_hour']:.2e} per GPU-hour; "
         "Young/Daly interval, goodput = 1 - delta/tau - tau/(2 MTBF) - R/MTBF.",
         "",
@@ -321,6 +335,17 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
 
     try:
         res = run(opts["batch_tokens"], opts["critical_batch_tokens"])
+        oom = res["loss_law"].get("extrapolation_oom_C")
+        if opts["loss_law"] == "auto" and why == "fitted to the --results runs" and oom and oom > MAX_TRUSTED_OOM_C:
+            # A small sweep's law asked about a 100k-GPU budget: report it, but answer with a law
+            # fitted at relevant scale (Chinchilla), and say so.
+            measured_law = res["loss_law"]
+            loss_fit = chinchilla_loss_fit(opts["loss_bootstrap"], opts["seed"])
+            why = (f"the --results runs' loss law would extrapolate {oom:.1f} orders of magnitude in compute (more "
+                   f"than {MAX_TRUSTED_OOM_C:g}), so the bundled Chinchilla law, fitted nearer this scale, is used; "
+                   f"the measured law's answer is kept under loss_law_measured")
+            res = run(opts["batch_tokens"], opts["critical_batch_tokens"])
+            res["loss_law_measured"] = measured_law
         if opts.get("critical_batch"):
             res = with_critical_batch(res, opts, run, n_gpus, s.seq_len, why == "fitted to the --results runs")
     except ValueError as e:  # no feasible layout, or nothing delivered: say why, do not predict

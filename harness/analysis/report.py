@@ -92,9 +92,12 @@ def throughput_section(done, out: Path) -> list[str]:
     fig.savefig(out / "throughput_measured.png")
     try:
         llo = throughput.leave_largest_out(done)
-        lines.append(f"- Leave-largest-process-count-out (n = {llo['held_out_world_size']}): "
-                     + "; ".join(f"{r.get('model', r.get('series', ''))} {r.get('method', '')}: "
-                                 f"{r.get('error', float('nan')):+.1%}" for r in llo["rows"]) + ".")
+        for r in llo["rows"]:
+            parts = [f"{name} {r[key]:+.1%}" for name, key in (("grey-box law", "greybox_error"), ("USL", "usl_error"))
+                     if key in r]
+            lines.append(f"- Leave-largest-process-count-out, {r['model']} at n = {llo['held_out_world_size']}: "
+                         f"measured {r['measured_tokens_per_s']:,.0f} tokens/s; predicted error "
+                         + (", ".join(parts) or "none (" + r.get("usl_note", "") + ")") + ".")
     except Exception as e:
         lines.append(f"- Leave-largest-out validation not possible here ({type(e).__name__}: {e}).")
     return ["![measured throughput](throughput_measured.png)", "", *lines]

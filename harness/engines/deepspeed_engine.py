@@ -95,7 +95,6 @@ class DeepSpeedEngine(Engine):
 
         t = cfg.train
         self.zero_stage = int(cfg.engine.zero_stage)
-        self.device, self.dtype, self.accum = info.device, t.dtype, t.grad_accum
         model.to(info.device)
         self.config = ds_config(cfg)
         self.optimizer = torch.optim.AdamW(

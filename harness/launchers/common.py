@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -59,10 +58,11 @@ def node_name(cfg: Any) -> str:
 
 def run_command(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_s: float | None,
                 quiet: bool) -> tuple[int, bool]:
-    """Run a launcher in its own process group, teeing its output into log_path.
+    """Run a launcher, teeing its output into log_path, as ``launch.run_local`` runs torchrun.
 
-    Returns (exit status, timed out). A watchdog kills the whole group at timeout_s, so a
-    silent hang (a peer node that never joins) ends too.
+    Returns (exit status, timed out). A watchdog kills the whole process tree at timeout_s,
+    so a silent hang (a peer node that never joins) ends too; a SIGTERM to the driver
+    reaches the launcher (``launch.ACTIVE``), whose ranks then checkpoint and exit.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
@@ -70,12 +70,12 @@ def run_command(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_
         log.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
+        launch.ACTIVE.add(proc.pid)
         timed_out = threading.Event()
 
         def kill() -> None:
             timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            launch.kill_tree(proc.pid)
 
         watchdog = threading.Timer(timeout_s, kill) if timeout_s else None
         if watchdog:
@@ -89,12 +89,17 @@ def run_command(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_
                     sys.stdout.write(line)
             rc = proc.wait()
         except BaseException:  # Ctrl-C in the driver: take the ranks down with it
-            kill()
+            launch.kill_tree(proc.pid)
             raise
         finally:
+            launch.ACTIVE.discard(proc.pid)
             if watchdog:
                 watchdog.cancel()
     return rc, timed_out.is_set()
+
+
+# Final records rank 0 writes itself (done, or checkpointed on SIGTERM): a driver never overwrites them.
+FINAL = ("completed", "preempted")
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -129,21 +134,22 @@ def failure_cause(run_dir: Path, logs: list[Path]) -> dict:
 
 
 def settle(cfg: Any, run_dir: Path, rc: int, *, logs: list[Path], start: float, timed_out: bool = False,
-           wait_s: float = 0.0) -> launch.Outcome:
+           wait_s: float = 0.0, cause: dict | None = None) -> launch.Outcome:
     """The run's final record, from this driver's point of view.
 
-    Rank 0 writes the completed record on whichever node it ran. When this node's ranks all
-    exited cleanly, wait up to ``wait_s`` for that record to appear on the shared filesystem.
-    Otherwise record the failure with its cause, but never overwrite a completed record:
-    another node's driver can finish after rank 0 wrote it.
+    Rank 0 writes the completed (or preempted) record on whichever node it ran. When this
+    node's ranks all exited cleanly, wait up to ``wait_s`` for it on the shared filesystem.
+    Otherwise record the failure with its cause (a rank's error, else ``cause``: what the
+    launcher itself saw), but never overwrite a completed record: another node's driver can
+    finish after rank 0 wrote it.
     """
     record = _read(run_dir)
     deadline = time.time() + (wait_s if rc == 0 and not timed_out else 0.0)
-    while (record is None or record.get("status") != "completed") and time.time() < deadline:
+    while (record is None or record.get("status") not in FINAL) and time.time() < deadline:
         time.sleep(0.5)
         record = _read(run_dir)
-    if record is not None and record.get("status") == "completed":
-        return launch.Outcome(run_dir, "completed", rc, record)
+    if record is not None and record.get("status") in FINAL:
+        return launch.Outcome(run_dir, record["status"], rc, record)
     if timed_out:
         failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={cfg.launcher.timeout_s} s "
                                                  "and was killed"}
@@ -152,11 +158,11 @@ def settle(cfg: Any, run_dir: Path, rc: int, *, logs: list[Path], start: float, 
                    "message": f"every rank on this node exited cleanly but no completed record appeared in "
                               f"{run_dir} within {wait_s:g} s; results_dir must be on a filesystem all nodes share"}
     else:
-        failure = failure_cause(run_dir, logs)
+        failure = failure_cause(run_dir, logs) or dict(cause or {})
     failure.update(returncode=rc, log_tail="".join(tail(p) for p in logs))
     record = plan.failed_record(cfg, failure, duration_s=time.time() - start)
     latest = _read(run_dir)
-    if latest is not None and latest.get("status") == "completed":
-        return launch.Outcome(run_dir, "completed", rc, latest)
+    if latest is not None and latest.get("status") in FINAL:
+        return launch.Outcome(run_dir, latest["status"], rc, latest)
     write_record(run_dir, record)
-    return launch.Outcome(run_dir, "failed", rc, record)
+    return launch.Outcome(run_dir, record["status"], rc, record)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -41,19 +43,31 @@ SLURM_DIR = "slurm"  # <run dir>/slurm: submitit's files and Hydra's job output,
 
 @dataclass(frozen=True)
 class SlurmNode:
-    head: str  # the job's first node: serves the rendezvous
+    head: str  # address of the job's first node: it serves the rendezvous
+    addr: str  # this node's address
     nnodes: int
     node_id: int
     job_id: str
+
+
+def _scontrol(*args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
+
+
+def node_addr(name: str) -> str:
+    """The address SLURM itself reaches a node at (NodeAddr; usually its hostname)."""
+    found = re.search(r"\bNodeAddr=(\S+)", _scontrol("show", "node", "-o", name))
+    return found.group(1) if found else name
 
 
 def slurm_node() -> SlurmNode:
     """This task's place in the job, from SLURM's environment."""
     env = os.environ
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                           check=True).stdout.split()
-    return SlurmNode(hosts[0], int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES", "1")),
+    hosts = _scontrol("show", "hostnames", nodelist).split()
+    here = env.get("SLURMD_NODENAME") or socket.gethostname()
+    return SlurmNode(node_addr(hosts[0]), node_addr(here),
+                     int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES", "1")),
                      int(env.get("SLURM_NODEID", "0")), env["SLURM_JOB_ID"])
 
 
@@ -66,6 +80,8 @@ def node_command(cfg: Any, run_dir: Path, node: SlurmNode) -> list[str]:
         "--rdzv-id", f"slurm-{node.job_id}",
         # The first node serves the rendezvous; saying so spares torchrun its hostname guess.
         "--rdzv-conf", f"join_timeout={int(cfg.launcher.join_timeout_s)},is_host={str(node.node_id == 0).lower()}",
+        # The address other nodes reach this node at (torchrun would use its hostname).
+        "--local-addr", node.addr,
         "--max-restarts", "0", "-m", "harness.train", str(run_dir),
     ]  # fmt: skip
 
@@ -166,11 +182,12 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
             old.unlink()
         start = time.time()
         launcher, job = _hydra_launcher(cfg, run_dir)
-        rc = 1
+        rc, job_error = 1, None
         try:
             [result] = launcher.launch([job], initial_job_idx=0)
             rc = int(result.return_value)  # raises the task's exception if it failed
         except Exception as exc:  # the job failed, timed out or could not be submitted
+            job_error = {"type": type(exc).__name__, "message": str(exc)[-2000:]}
             if not quiet:
                 print(f"slurm job: {type(exc).__name__}: {exc}", file=sys.stderr)
         logs = sorted(run_dir.glob("train.node*.log")) + sorted((run_dir / SLURM_DIR).rglob("*.out"))
@@ -178,7 +195,8 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
             for log in logs:
                 sys.stdout.write(common.tail(log))
         # The job is over; only a shared filesystem's caching can still hide rank 0's record.
-        return common.settle(cfg, run_dir, rc, logs=logs, start=start, wait_s=min(cfg.launcher.record_wait_s, 30))
+        return common.settle(cfg, run_dir, rc, logs=logs, start=start, wait_s=min(cfg.launcher.record_wait_s, 30),
+                             cause=job_error)
 
 
 def sbatch_script(cfg: Any, run_dir: Path) -> str:
@@ -198,7 +216,7 @@ def sbatch_script(cfg: Any, run_dir: Path) -> str:
 
 def dry_run(cfg: Any) -> str:
     run_dir = plan.run_dir(cfg).resolve()
-    node = SlurmNode("<first-node>", int(cfg.nnodes), 0, "<job-id>")
+    node = SlurmNode("<first-node>", "<this-node>", int(cfg.nnodes), 0, "<job-id>")
     env = common.env_changes(common.node_env(cfg, cpus=cfg.launcher.cpus_per_task))
     return "\n".join([
         "# slurm via Hydra's submitit launcher: one job, one task per node. The batch script:",
