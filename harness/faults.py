@@ -2,7 +2,8 @@
 
 ``HARNESS_FAULT=<kind>@<rank>:<step>`` makes that rank misbehave at that step:
 ``raise`` (an exception), ``exit`` (os._exit(3), a crash with no traceback),
-``kill`` (SIGKILL to itself), ``hang`` (sleep forever), ``nan`` (a NaN loss).
+``kill`` (SIGKILL to itself), ``hang`` (sleep forever), ``nan`` (a NaN loss),
+``oom`` (the allocator's out-of-memory error: torch.OutOfMemoryError).
 Unset in normal use; read once per process.
 """
 
@@ -12,7 +13,7 @@ import os
 import signal
 import time
 
-KINDS = ("raise", "exit", "kill", "hang", "nan")
+KINDS = ("raise", "exit", "kill", "hang", "nan", "oom")
 
 
 class InjectedFault(RuntimeError):
@@ -42,6 +43,10 @@ def inject(step: int, rank: int) -> bool:
     kind = _SPEC[0]
     if kind == "raise":
         raise InjectedFault(f"injected fault at rank {rank}, step {step}")
+    if kind == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError(f"injected out-of-memory at rank {rank}, step {step}")
     if kind == "exit":
         os._exit(3)
     if kind == "kill":

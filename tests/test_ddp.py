@@ -112,6 +112,13 @@ def test_wandb_logs_offline_from_rank0_when_enabled(run_train, monkeypatch):
     assert len(runs) == 1  # rank 0 only
 
 
+def test_out_of_memory_is_recorded_as_oom(run_train, monkeypatch):
+    monkeypatch.setenv("HARNESS_FAULT", "oom@1:2")
+    out = run_train("nproc=2")
+    assert out.status == "oom"
+    assert out.record["failure"]["rank"] == 1 and out.record["failure"]["type"] == "OutOfMemoryError"
+
+
 def test_hung_rank_ends_within_collective_timeout(run_train, monkeypatch):
     monkeypatch.setenv("HARNESS_FAULT", "hang@1:2")
     start = time.time()
