@@ -201,3 +201,13 @@ def test_deepspeed_launcher_single_node_run(run_train):
     assert out.status == "completed", out.record.get("failure")
     assert (Path(out.run_dir) / "hostfile").read_text() == "localhost slots=2\n"
     assert out.record["parallel"]["world_size"] == 2
+
+
+def test_multinode_failing_rank_leaves_failed_record(run_train, monkeypatch):
+    """The multinode driver's failure path (one node on loopback: no root needed)."""
+    monkeypatch.setenv("HARNESS_FAULT", "raise@1:2")
+    out = run_train("nproc=2", "launcher=multinode", f"launcher.rdzv_endpoint=127.0.0.1:{_free_port()}")
+    assert out.status == "failed" and out.returncode != 0
+    failure = read_record(out.run_dir)["failure"]
+    assert failure["rank"] == 1 and failure["type"] == "InjectedFault", failure
+    assert failure["log_tail"] and (Path(out.run_dir) / f"train.{socket.gethostname()}.log").exists()

@@ -151,3 +151,70 @@ def test_slurm_dry_run_prints_the_batch_script_and_node_command(tmp_path):
     assert "srun" in text and "submitit.core._submit" in text
     assert "--nnodes 2 --nproc-per-node 4 --rdzv-backend c10d" in text and "OMP_NUM_THREADS=4" in text
     assert not any(tmp_path.iterdir())  # started nothing, wrote nothing
+
+
+# ----------------------------------------------------------------------------- two SLURM nodes
+
+
+@pytest.fixture(scope="module")
+def two_node_slurm():
+    """Two SLURM nodes, each slurmd in its own network namespace (10.200.0.1, 10.200.0.2, joined
+    by a veth pair whose ends are both named hsv0, as a cluster's nodes share interface names);
+    slurmctld lives in the first. Yields (first namespace, cluster dir)."""
+    why = _why_no_cluster() or (None if shutil.which("ip") and shutil.which("nsenter") else "needs ip and nsenter")
+    if why:
+        pytest.skip(why)
+    tag = f"s{os.getpid() % 100000}"
+    ns = (f"{tag}a", f"{tag}b")
+    root = Path(tempfile.mkdtemp(prefix="harness-slurm2-", dir="/tmp"))
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    try:
+        for n in ns:
+            ip("netns", "add", n)
+        ip("link", "add", f"{tag}va", "type", "veth", "peer", "name", f"{tag}vb")
+        for n, end, addr in zip(ns, (f"{tag}va", f"{tag}vb"), ("10.200.0.1", "10.200.0.2"), strict=True):
+            ip("link", "set", end, "netns", n)
+            ip("-n", n, "link", "set", end, "name", "hsv0")
+            ip("-n", n, "addr", "add", f"{addr}/24", "dev", "hsv0")
+            ip("-n", n, "link", "set", "hsv0", "up")
+            ip("-n", n, "link", "set", "lo", "up")
+        nodes = f"nodea=10.200.0.1@{ns[0]} nodeb=10.200.0.2@{ns[1]}"
+        start = subprocess.run([str(HERE / "start_cluster.sh"), str(root), "1"], env=dict(os.environ, NODES=nodes),
+                               capture_output=True, text=True, timeout=60)
+        if start.returncode != 0:
+            pytest.fail(f"the two-node test cluster did not start:\n{start.stdout}\n{start.stderr}")
+        env = dict(os.environ, SLURM_CONF=str(root / "slurm.conf"), PATH=f"{HERE / 'bin'}:{os.environ['PATH']}")
+        yield ns[0], env
+    finally:
+        subprocess.run([str(HERE / "stop_cluster.sh"), str(root)], capture_output=True, timeout=60)
+        for n in ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_srun_spans_two_nodes_in_two_namespaces(two_node_slurm):
+    ns, env = two_node_slurm
+    out = subprocess.run(["ip", "netns", "exec", ns, "srun", "-N2", "-n2", "sh", "-c",
+                          "echo $SLURMD_NODENAME $(ip -4 -o addr show dev hsv0)"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = sorted(out.splitlines())
+    assert lines[0].startswith("nodea") and "10.200.0.1/24" in lines[0]
+    assert lines[1].startswith("nodeb") and "10.200.0.2/24" in lines[1]
+
+
+def test_hydra_submitit_launcher_two_node_job(two_node_slurm, tmp_path):
+    """Hydra's submitit launcher, nnodes=2: one task per node, torchrun rendezvous across the link."""
+    ns, env = two_node_slurm
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "harness.cli", "train", *SMALL, "nnodes=2", "nproc=1",
+           "launcher=slurm", "launcher.cpus_per_task=1", "launcher.socket_ifname=hsv0", f"results_dir={tmp_path}"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [path] = list(tmp_path.rglob("record.json"))
+    rec = read_record(path)
+    _check_complete(rec)
+    assert rec["parallel"]["nnodes"] == 2 and rec["environment"]["slurm_job_id"]
+    node1 = (path.parent / "train.node1.log").read_text()
+    assert "--rdzv-endpoint 10.200.0.1:" in node1 and "--local-addr 10.200.0.2" in node1

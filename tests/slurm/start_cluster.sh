@@ -1,8 +1,13 @@
 #!/bin/bash
-# Start a throwaway single-node SLURM cluster (munged + slurmctld + slurmd) from Debian's
-# packages, everything under DIR, as root. Prints the environment to use it:
-#   eval "$(tests/slurm/start_cluster.sh DIR)"   ->  SLURM_CONF, PATH (with the sacct stand-in)
+# Start a throwaway SLURM cluster (munged + slurmctld + slurmd) from Debian's packages,
+# everything under DIR, as root. Prints the environment to use it:
+#   eval "$(tests/slurm/start_cluster.sh DIR [CPUS])"   ->  SLURM_CONF, PATH (with the sacct stand-in)
 # Stop it with tests/slurm/stop_cluster.sh DIR.
+#
+# One node (this host) by default. With NODES="name=addr@netns ..." each node's slurmd runs
+# in its own network namespace (nsenter --net, so the daemon really lives there) and
+# slurmctld in the first node's; clients then run in that namespace too
+# (ip netns exec NETNS sbatch ...). Each node gets CPUS cpus.
 #
 # Known traps handled here: munged wants its socket directory and every parent at mode 755;
 # there is no accounting database, so a small sacct stand-in (reading scontrol) goes first on
@@ -12,7 +17,7 @@ set -euo pipefail
 DIR=$(realpath -m "${1:?usage: start_cluster.sh DIR [CPUS]}")
 CPUS=${2:-$(nproc)}
 HERE=$(cd "$(dirname "$0")" && pwd)
-NODE=$(hostname -s)
+HOST=$(hostname -s)  # slurmctld checks that it runs on SlurmctldHost's name
 # Free ports: several clusters (parallel test sessions) may run on one machine.
 read -r CTLD_PORT SLURMD_PORT < <(python3 - <<'PY'
 import socket
@@ -35,9 +40,28 @@ munged --force --socket="$SOCK" --key-file=/etc/munge/munge.key --log-file="$DIR
   --pid-file="$DIR/run/munged.pid" --seed-file="$DIR/munge/munged.seed"
 
 MEM=$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)
+if [ -n "${NODES:-}" ]; then
+  read -r -a SPECS <<< "$NODES"
+else
+  SPECS=("$HOST=127.0.0.1@")
+fi
+NAMES=()
+NODE_LINES=""
+for spec in "${SPECS[@]}"; do
+  name=${spec%%=*}; rest=${spec#*=}; addr=${rest%@*}
+  NAMES+=("$name")
+  NODE_LINES+="NodeName=$name NodeAddr=$addr CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"$'\n'
+done
+FIRST_ADDR=${SPECS[0]#*=}; FIRST_ADDR=${FIRST_ADDR%@*}
+FIRST_NS=${SPECS[0]##*@}
+in_ns() {  # run a daemon in a node's network namespace (or here when none)
+  local ns=$1; shift
+  if [ -n "$ns" ]; then nsenter --net="/var/run/netns/$ns" "$@"; else "$@"; fi
+}
+
 cat > "$DIR/slurm.conf" <<CONF
 ClusterName=harness
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$HOST($FIRST_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -67,17 +91,18 @@ KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+MailProg=/bin/true
+${NODE_LINES}PartitionName=debug Nodes=$(IFS=,; echo "${NAMES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
-# slurmd wants a cgroup.conf only with cgroup plugins; none are used.
 export SLURM_CONF="$DIR/slurm.conf"
-slurmctld -i -f "$SLURM_CONF" 2>>"$DIR/log/slurmctld.stderr"
-slurmd -N "$NODE" -f "$SLURM_CONF" 2>>"$DIR/log/slurmd.stderr"
+in_ns "$FIRST_NS" slurmctld -i -f "$SLURM_CONF" 2>>"$DIR/log/slurmctld.stderr"
+for spec in "${SPECS[@]}"; do
+  in_ns "${spec##*@}" slurmd -N "${spec%%=*}" -f "$SLURM_CONF" 2>>"$DIR/log/slurmd.stderr"
+done
 
-# Ready when the node is idle.
+# Ready when every node is idle.
 for _ in $(seq 100); do
-  if sinfo -h -N -o %t 2>/dev/null | grep -q '^idle'; then
+  if [ "$(in_ns "$FIRST_NS" sinfo -h -N -o %t 2>/dev/null | grep -c '^idle')" = "${#SPECS[@]}" ]; then
     echo "export SLURM_CONF=$SLURM_CONF"
     echo "export PATH=$HERE/bin:\$PATH"
     exit 0
@@ -85,5 +110,5 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "SLURM cluster in $DIR did not become ready; see $DIR/log" >&2
-sinfo -N -l >&2 || true
+in_ns "$FIRST_NS" sinfo -N -l >&2 || true
 exit 1
