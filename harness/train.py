@@ -98,13 +98,23 @@ def peak_flops(cfg: Any, info: distributed.DistInfo) -> tuple[float, str]:
 
 
 def evaluate(engine, windows: torch.Tensor, micro_batch: int, info: distributed.DistInfo) -> float:
-    """Mean held-out loss over fixed windows, sharded across ranks and summed exactly."""
+    """Mean held-out loss over fixed windows, sharded across ranks and summed exactly.
+
+    Every rank runs the same number of forward passes (a rank out of windows repeats one with
+    weight 0): under ZeRO-3 each forward is a collective that gathers the parameters.
+    """
     mine = windows[info.rank :: info.world_size]
+    per_rank = math.ceil(len(windows) / info.world_size)  # the most windows any rank holds
+    n_batches = math.ceil(per_rank / micro_batch)
     total = torch.zeros(2, dtype=torch.float64)
-    for i in range(0, len(mine), micro_batch):
-        batch = mine[i : i + micro_batch].to(info.device)
+    for i in range(n_batches):
+        batch = mine[i * micro_batch : (i + 1) * micro_batch]
+        weight = len(batch)
+        if weight == 0:
+            batch = windows[:1]
+        batch = batch.to(info.device)
         loss = engine.eval_loss(batch[:, :-1], batch[:, 1:])
-        total += torch.tensor([float(loss) * len(batch), len(batch)], dtype=torch.float64)
+        total += torch.tensor([float(loss) * weight, weight], dtype=torch.float64)
     total = total.to(info.device)
     dist.all_reduce(total)
     return float(total[0] / total[1])
@@ -271,8 +281,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     heldout.append((steps, evaluate(engine, windows, t.micro_batch, info)))
     sink.log({"step": steps - 1, "heldout_loss": heldout[-1][1]})
     if os.environ.get(DUMP_PARAMS_ENV):  # test-only: the final parameters, to compare engines
-        params = engine.full_parameters() if hasattr(engine, "full_parameters") else {  # ZeRO-3: collective
-            n: p.detach().float().cpu().clone() for n, p in engine.module.named_parameters()}
+        params = engine.full_parameters()  # a collective under ZeRO-3: every rank calls it
         if info.rank == 0:
             torch.save(params, os.environ[DUMP_PARAMS_ENV])
 
@@ -289,6 +298,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     dist.all_gather_object(gathered, per_rank_stats)
     result = summarize_run(cfg, shape, gathered, losses, heldout, steps, train_wall, peak, peak_source,
                            engine.comm_bytes_per_step(), sampler)
+    result["timing"]["comm_method"] = engine.comm_method
     result["training"]["heldout_tokens"] = len(windows) * t.seq_len
     result["training"]["resumed_from_step"] = start_step or None
     result["training"]["noise_scale"] = {
@@ -346,8 +356,6 @@ def summarize_run(cfg, shape, per_rank, losses, heldout, steps, train_wall, peak
             "comm_time_median_s": comm_median,
             "comm_fraction": comm_median / step_median if step_median > 0 else None,
             "comm_bytes_per_step": comm_bytes,
-            "comm_method": "union of DDP bucket all-reduce in-flight intervals (comm hook)" if ws > 1
-            else "none: one process has no gradient communication",
             "train_wall_s": train_wall,
         },
         "throughput": {

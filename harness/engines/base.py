@@ -14,6 +14,8 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class Engine(ABC):
     name: str
     zero_stage: int = 0
+    comm_method: str = "not measured"  # how comm_intervals() are measured, for the record
+    module: torch.nn.Module  # the bare model (unwrapped)
 
     @abstractmethod
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, *, last: bool) -> torch.Tensor:
@@ -30,6 +32,10 @@ class Engine(ABC):
     @abstractmethod
     def optimizer_state_bytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
+
+    def full_parameters(self) -> dict[str, torch.Tensor]:
+        """Every parameter, whole, on CPU (engines that shard parameters override it: a collective)."""
+        return {n: p.detach().float().cpu().clone() for n, p in self.module.named_parameters()}
 
     def save_checkpoint(self, path: Path, rank: int) -> None:
         """Write this engine's state (model, optimizer, scaler) under path; called on every rank."""

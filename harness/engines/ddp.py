@@ -81,6 +81,7 @@ def timed_allreduce_hook(state: CommTimer, bucket: dist.GradBucket) -> torch.fut
 
 class DDPEngine(Engine):
     name = "ddp"
+    comm_method = "union of DDP bucket all-reduce in-flight intervals (comm hook)"
 
     def __init__(self, cfg: Any, model: torch.nn.Module, info) -> None:
         t, e = cfg.train, cfg.engine
@@ -89,7 +90,9 @@ class DDPEngine(Engine):
         self.module = model
         self.comm = CommTimer(info.world_size, info.device.type == "cuda")
         self.model: torch.nn.Module = model
-        if info.world_size > 1:  # one process has nothing to all-reduce: no wrapper, no copies
+        if info.world_size == 1:  # nothing to all-reduce: no wrapper, no copies
+            self.comm_method = "none: one process has no gradient communication"
+        else:
             self.model = DistributedDataParallel(
                 model,
                 device_ids=[info.device.index] if info.device.type == "cuda" else None,

@@ -15,6 +15,7 @@ steps and zeroes, after the training loop's learning rate has been set.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -164,6 +165,16 @@ class DeepSpeedEngine(Engine):
         model |= {_storage(p.ds_tensor) for p in self.module.parameters() if hasattr(p, "ds_tensor")}
         masters = [p for p in updated.values() if _storage(p) not in model]
         return tensor_bytes(list(state.values())) + tensor_bytes(masters)
+
+    def save_checkpoint(self, path: Path, rank: int) -> None:
+        # Collective: every rank writes its own ZeRO partitions (model, optimizer, scheduler state).
+        self.engine.save_checkpoint(str(path), tag="engine", save_latest=False)
+
+    def load_checkpoint(self, path: Path) -> None:
+        load_path, _ = self.engine.load_checkpoint(str(path), tag="engine", load_optimizer_states=True,
+                                                   load_lr_scheduler_states=False)
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint under {path}")
 
     def full_parameters(self) -> dict[str, torch.Tensor]:
         """Every parameter, whole, on CPU. A collective under ZeRO-3: call it on every rank."""

@@ -89,3 +89,18 @@ def test_checkpoint_pointer_survives_a_half_written_checkpoint(tmp_path):
     (ck / ".tmp_step_00000010").mkdir()  # a save that died before its rename
     assert checkpoint.latest(tmp_path) == ck / "step_00000005"
     assert json.dumps(str(checkpoint.latest(tmp_path)))
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_resume_matches_uninterrupted(run_train, monkeypatch, stage):
+    pytest.importorskip("deepspeed")
+    ds = ["nproc=2", "engine=deepspeed", f"engine.zero_stage={stage}", "train.seed=5"]
+    ref = run_train(*ds)
+    assert ref.status == "completed", ref.record.get("failure")
+    monkeypatch.setenv("HARNESS_FAULT", "raise@1:12")
+    crashed = run_train(*ds, "train.checkpoint_interval_steps=10", "run_id=ds-crash")
+    assert crashed.status == "failed"
+    monkeypatch.delenv("HARNESS_FAULT")
+    resumed = run_train(*ds, "train.checkpoint_interval_steps=10", "run_id=ds-crash")
+    assert resumed.status == "completed" and resumed.record["training"]["resumed_from_step"] == 10
+    assert losses(resumed.run_dir) == pytest.approx(losses(ref.run_dir), rel=1e-6)
