@@ -121,6 +121,7 @@ class LauncherConfig:
     rdzv_id: str = ""  # empty = the run id (the same on every node)
     local_addr: str = ""  # this node's address as the others reach it (torchrun --local-addr)
     join_timeout_s: float = 600.0  # how long the agents wait for all nodes to join
+    connect_timeout_s: float = 60.0  # how long a joining node waits for the rendezvous / hosts to answer
     # deepspeed: the DeepSpeed launcher with an MPI-style hostfile ("host slots=N" per line).
     hostfile: str = ""  # empty with nnodes=1: "localhost slots=<nproc>" written into the run folder
     master_addr: str = ""  # rank 0's host; empty = the first host of the hostfile

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import netns
 import pytest
 from conftest import SMALL, metrics_rows
 
@@ -28,43 +28,17 @@ ADDRS = ("10.200.0.1", "10.200.0.2")
 RUN = [*SMALL, "nnodes=2", "nproc=1"]
 
 
-def _why_no_namespaces() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (ip netns)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's 'ip' (apt-get install iproute2)"
-    return None
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def two_hosts():
     """Namespaces {ns: (address, interface)} joined by a veth pair; removed at the end."""
-    why = _why_no_namespaces()
+    why = netns.why_no_namespaces()
     if why:
         pytest.skip(why)
-    tag = f"h{os.getpid() % 100000}"
-    hosts = {f"{tag}a": (ADDRS[0], f"{tag}va"), f"{tag}b": (ADDRS[1], f"{tag}vb")}
-    (ns_a, (_, if_a)), (ns_b, (_, if_b)) = hosts.items()
     try:
-        _ip("netns", "add", ns_a)
-        _ip("netns", "add", ns_b)
-        _ip("link", "add", if_a, "type", "veth", "peer", "name", if_b)
-        for ns, (addr, ifname) in hosts.items():
-            _ip("link", "set", ifname, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
-            _ip("-n", ns, "link", "set", ifname, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-    except subprocess.CalledProcessError as e:
-        for ns in hosts:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        pytest.skip(f"cannot make network namespaces here: {e.stderr.strip()}")
-    yield hosts
-    for ns in hosts:  # deleting a namespace also deletes its veth end (and so the pair)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        with netns.two_hosts(ADDRS, f"h{os.getpid() % 100000}") as hosts:
+            yield hosts
+    except RuntimeError as e:
+        pytest.skip(str(e))
 
 
 def _free_port() -> int:

@@ -42,6 +42,33 @@ def node_env(cfg: Any, cpus: int | None = None) -> dict[str, str]:
     return env
 
 
+def endpoint_error(host: str, port: int, timeout_s: float) -> str | None:
+    """None once host:port accepts a TCP connection; else, after timeout_s of retries, why not.
+
+    Refused connections are retried too: the node serving the endpoint may still be starting.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = "no attempt"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return f"{host}:{port} did not answer within {timeout_s:g} s (last attempt: {last})"
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, remaining)):
+                return None
+        except OSError as e:  # refused, unreachable, timed out, unknown host
+            last = e.strerror or type(e).__name__
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def unreachable_outcome(cfg: Any, what: str, error: str) -> launch.Outcome:
+    """A run that could not start because a peer did not answer: recorded as failed, nothing started."""
+    run_dir = launch.prepare_run(cfg)
+    record = plan.failed_record(cfg, {"type": "EndpointUnreachable", "message": f"{what}: {error}"})
+    write_record(run_dir, record)
+    return launch.Outcome(run_dir, "failed", 2, record)
+
+
 def env_changes(env: dict[str, str]) -> dict[str, str]:
     """The variables a launcher sets on top of the caller's environment (what a dry run shows)."""
     return {k: v for k, v in sorted(env.items()) if os.environ.get(k) != v}

@@ -24,6 +24,7 @@ from harness import launch, plan
 from harness.launchers import common
 
 HOSTFILE = "hostfile"
+SSH_PORT = 22
 ENV_FILE = "deepspeed_env"
 # What the ranks on a remote host need from the driver's environment.
 _EXPORTED = ("OMP_NUM_THREADS", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HARNESS_CACHE", "PYTHONUNBUFFERED",
@@ -101,8 +102,28 @@ def env_file_text(env: dict[str, str]) -> str:
     return "".join(f"{k}={env[k]}\n" for k in _EXPORTED if k in env)
 
 
+def preflight(cfg: Any, text: str) -> tuple[str, str] | None:
+    """(what, why) when a peer this node depends on does not answer: every host's ssh port when
+    DeepSpeed will ssh to them, rank 0's master port for a joining node without ssh."""
+    lc = cfg.launcher
+    if cfg.nnodes == 1 or lc.node_rank == 0:
+        return None
+    if lc.node_rank > 0:
+        addr = master_addr(cfg, text)
+        error = common.endpoint_error(addr, lc.master_port, lc.connect_timeout_s)
+        return (f"launcher.master_addr={addr}:{lc.master_port}", error) if error else None
+    for host, _ in read_hostfile(text)[: cfg.nnodes]:
+        error = common.endpoint_error(host, SSH_PORT, lc.connect_timeout_s)
+        if error:
+            return f"hostfile host {host} (ssh)", error
+    return None
+
+
 def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
     text = hostfile_text(cfg)  # checks the config before touching the folder
+    unreachable = preflight(cfg, text)
+    if unreachable:
+        return common.unreachable_outcome(cfg, *unreachable)
     # One driver per node (node_rank mode) share the run folder: no exclusive lock there.
     lock = launch.run_lock(plan.run_dir(cfg)) if cfg.launcher.node_rank < 0 else contextlib.nullcontext()
     with lock:

@@ -65,6 +65,11 @@ def log_path(cfg: Any, run_dir: Path) -> Path:
 def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
     """This node's part of a multi-node run; returns when its agent ends."""
     cmd = torchrun_command(cfg, plan.run_dir(cfg))  # checks the config before touching the folder
+    host, port = rendezvous(cfg)
+    if cfg.nnodes > 1 and cfg.launcher.local_addr != host:  # a joining node: is the host there at all?
+        error = common.endpoint_error(host, port, cfg.launcher.connect_timeout_s)
+        if error:
+            return common.unreachable_outcome(cfg, f"launcher.rdzv_endpoint={host}:{port}", error)
     run_dir = launch.prepare_run(cfg)
     log = log_path(cfg, run_dir)
     start = time.time()
