@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("harness.sweep:main", "run a sweep of runs, skipping completed ones"),
     "plan": ("harness.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
     "fit": ("harness.analysis.fit_cmd:main", "fit loss laws to run records or a CSV"),
+    "compare-fits": ("harness.analysis.compare_fits:main", "how tightly different sweeps pin the same loss law"),
     "critical-batch": ("harness.analysis.critical_batch:main", "fit B_crit(L) to the measured noise scales"),
     "commbench": ("harness.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
     "validate": ("harness.analysis.validate_cmd:main", "replay published runs through the throughput law"),
