@@ -53,7 +53,8 @@ def compare(sweeps: dict[str, Path], targets: list[float], loss_column: str, n_b
             for q in QUANTITIES:
                 iv = opt[q]
                 rows.append({"sweep": name, "C": c, "quantity": q, "value": iv["value"], "lo": iv.get("lo"),
-                             "hi": iv.get("hi"), "width": width(q, iv), "extrapolation_oom": opt["extrapolation_oom"]})
+                             "hi": iv.get("hi"), "width": width(q, iv), "undefined_frac": iv.get("undefined_frac"),
+                             "extrapolation_oom": opt["extrapolation_oom"]})
     first = next(iter(sweeps))
     base = {(r["C"], r["quantity"]): r["width"] for r in rows if r["sweep"] == first}
     for r in rows:
@@ -70,7 +71,10 @@ def markdown(res: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for r in sorted(res["rows"], key=lambda r: (r["C"], QUANTITIES.index(r["quantity"]))):
         unit = " dec" if r["quantity"] in ("N_opt", "D_opt") else ""
-        iv = f"[{r['lo']:.3g}, {r['hi']:.3g}]" if r["lo"] is not None else "n/a"
+        if r["lo"] is not None and math.isfinite(r["lo"]):
+            iv = f"[{r['lo']:.3g}, {r['hi']:.3g}]"
+        else:  # too many resamples without an interior optimum: no finite interval
+            iv = f"unbounded ({r['undefined_frac']:.0%} of resamples undefined)" if r.get("undefined_frac") else "n/a"
         lines.append(f"| {r['C']:.3g} | {r['quantity']} | {r['sweep']} | {r['value']:.3g} | {iv} | "
                      f"{r['width']:.3g}{unit} | {r['width_vs_' + first]:.2f} | {r['extrapolation_oom']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -575,12 +575,23 @@ def jsonable(o: Any) -> Any:
 
 
 def quantile_summary(point: np.ndarray | float, draws: np.ndarray | None, q: tuple[float, float]) -> dict:
-    """{"value", "lo", "hi", "se"} with the bootstrap percentile interval (NaN without draws)."""
+    """{"value", "lo", "hi", "se", "undefined_frac"} with the bootstrap percentile interval.
+
+    Resamples whose value is not finite (e.g. an exponent near 0 puts the optimum at infinity)
+    are counted in ``undefined_frac``. When more of them than the interval's tails hold, the
+    interval is unbounded and lo/hi are NaN; otherwise it is taken over the finite draws.
+    """
     value = float(point)
     if draws is None or len(draws) < 2:
-        return {"value": value, "lo": math.nan, "hi": math.nan, "se": math.nan}
-    lo, hi = np.quantile(draws, q)
-    return {"value": value, "lo": float(lo), "hi": float(hi), "se": float(np.std(draws, ddof=1))}
+        return {"value": value, "lo": math.nan, "hi": math.nan, "se": math.nan, "undefined_frac": math.nan}
+    d = np.asarray(draws, dtype=float)
+    finite = d[np.isfinite(d)]
+    bad = 1.0 - len(finite) / len(d)
+    if len(finite) < 2 or bad > q[0] + (1.0 - q[1]):
+        return {"value": value, "lo": math.nan, "hi": math.nan, "se": math.nan, "undefined_frac": bad}
+    lo, hi = np.quantile(finite, q)
+    return {"value": value, "lo": float(lo), "hi": float(hi), "se": float(np.std(finite, ddof=1)),
+            "undefined_frac": bad}
 
 
 # ------------------------------------------------------------------ Chinchilla (Approach 3)
