@@ -150,43 +150,97 @@ def run_local(cfg: Any, *, timeout_s: float | None = None, quiet: bool = False) 
 
 def _run_locked(cfg: Any, timeout_s: float | None, quiet: bool) -> Outcome:
     run_dir = prepare_run(cfg)
-    cmd = torchrun_command(cfg, run_dir)
+    log = run_dir / LOG_FILE
     start = time.time()
-    with open(run_dir / LOG_FILE, "w") as log:
+    rc, timed_out = run_process(torchrun_command(cfg, run_dir), worker_env(cfg), log, timeout_s=timeout_s, quiet=quiet)
+    return settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out)
+
+
+def run_process(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_s: float | None,
+                quiet: bool) -> tuple[int, bool]:
+    """Run a launcher (torchrun, deepspeed, ...), teeing its output into log_path.
+
+    Returns (exit status, timed out). A watchdog kills the whole process tree at timeout_s,
+    so a silent hang ends too; a SIGTERM to the driver reaches the launcher (``ACTIVE``),
+    whose ranks then checkpoint and exit.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, env=worker_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         ACTIVE.add(proc.pid)
         timed_out = threading.Event()
 
-        def kill() -> None:  # a watchdog: a silent hang must end too
+        def kill() -> None:
             timed_out.set()
             kill_tree(proc.pid)
 
         watchdog = threading.Timer(timeout_s, kill) if timeout_s else None
         if watchdog:
             watchdog.start()
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if not quiet:
-                sys.stdout.write(line)
-        rc = proc.wait()
-        ACTIVE.discard(proc.pid)
-        if watchdog:
-            watchdog.cancel()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if not quiet:
+                    sys.stdout.write(line)
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C in the driver: take the ranks down with it
+            kill_tree(proc.pid)
+            raise
+        finally:
+            ACTIVE.discard(proc.pid)
+            if watchdog:
+                watchdog.cancel()
+    return rc, timed_out.is_set()
+
+
+# Final records rank 0 writes itself (done, or checkpointed on SIGTERM): a driver never overwrites them.
+FINAL = ("completed", "preempted")
+
+
+def _read(run_dir: Path) -> dict | None:
     try:
-        record = read_record(run_dir)
+        return read_record(run_dir)
     except RecordError:
-        record = None
-    if record is None or record.get("status") not in ("completed", "preempted"):
-        failure = failure_cause(run_dir)
-        if timed_out.is_set():
-            failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={timeout_s} s and was killed"}
-        failure.update(returncode=rc, log_tail=_tail(run_dir / LOG_FILE))
-        record = plan.failed_record(cfg, failure, duration_s=time.time() - start)
-        write_record(run_dir, record)
+        return None
+
+
+def settle(cfg: Any, run_dir: Path, rc: int, *, logs: list[Path], start: float, timed_out: bool = False,
+           wait_s: float = 0.0, cause: dict | None = None) -> Outcome:
+    """The run's final record, from this driver's point of view.
+
+    Rank 0 writes the completed (or preempted) record on whichever node it ran. When this
+    node's ranks all exited cleanly, wait up to ``wait_s`` for it on the shared filesystem.
+    Otherwise record the failure with its cause (a rank's error, else ``cause``: what the
+    launcher itself saw), but never overwrite a completed record: another node's driver can
+    finish after rank 0 wrote it.
+    """
+    record = _read(run_dir)
+    deadline = time.time() + (wait_s if rc == 0 and not timed_out else 0.0)
+    while (record is None or record.get("status") not in FINAL) and time.time() < deadline:
+        time.sleep(0.5)
+        record = _read(run_dir)
+    if record is not None and record.get("status") in FINAL:
+        return Outcome(run_dir, record["status"], rc, record)
+    if timed_out:
+        failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={cfg.launcher.timeout_s} s "
+                                                 "and was killed"}
+    elif rc == 0:
+        failure = {"type": "MissingRecord",
+                   "message": f"every rank on this node exited cleanly but no completed record appeared in "
+                              f"{run_dir} within {wait_s:g} s; results_dir must be on a filesystem all nodes share"}
+    else:
+        failure = failure_cause(run_dir, logs) or dict(cause or {})
+    failure.update(returncode=rc, log_tail="".join(tail(p) for p in logs))
+    record = plan.failed_record(cfg, failure, duration_s=time.time() - start)
+    latest = _read(run_dir)
+    if latest is not None and latest.get("status") in FINAL:
+        return Outcome(run_dir, latest["status"], rc, latest)
+    write_record(run_dir, record)
     return Outcome(run_dir, record["status"], rc, record)
 
 
@@ -228,11 +282,11 @@ def root_cause(log_text: str) -> dict | None:
     return {"rank": int(rank.group(1)), "exitcode": int(code.group(1))}
 
 
-def failure_cause(run_dir: Path) -> dict:
+def failure_cause(run_dir: Path, logs: list[Path]) -> dict:
     """Which rank failed first and why, with a hung rank named instead of the peer that timed out on it."""
     from harness.train import last_progress
 
-    cause = _first_failure(run_dir)
+    cause = _first_failure(run_dir, logs)
     progress = last_progress(run_dir)
     if progress and min(progress.values()) < max(progress.values()):
         cause["last_step_per_rank"] = {r: p // 2 for r, p in progress.items()}
@@ -245,12 +299,15 @@ def failure_cause(run_dir: Path) -> dict:
     return cause
 
 
-def _first_failure(run_dir: Path) -> dict:
-    """The rank whose process ended first (torchrun's root cause): its error file, else how it ended."""
+def _first_failure(run_dir: Path, logs: list[Path]) -> dict:
+    """The rank whose process ended first (torchrun's root cause, from any node's log): its error
+    file, else how its process ended; else the earliest error file any rank wrote."""
     from harness.train import ERRORS_DIR, first_error
 
-    rc = root_cause(_tail(run_dir / LOG_FILE, lines=200))
-    if rc is not None:
+    for log in logs:
+        rc = root_cause(tail(log, lines=200))
+        if rc is None:
+            continue
         own = run_dir / ERRORS_DIR / f"rank{rc['rank']}.json"
         if own.exists():
             try:
@@ -266,7 +323,7 @@ def _first_failure(run_dir: Path) -> dict:
     return first_error(run_dir) or {}
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
     try:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
     except OSError:

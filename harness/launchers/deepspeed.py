@@ -135,9 +135,9 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         name = "train.log" if cfg.launcher.node_rank < 0 else f"train.node{cfg.launcher.node_rank}.log"
         log = run_dir / name
         start = time.time()
-        rc, timed_out = common.run_command(deepspeed_command(cfg, run_dir, hostfile, text), env, log,
+        rc, timed_out = launch.run_process(deepspeed_command(cfg, run_dir, hostfile, text), env, log,
                                            timeout_s=cfg.launcher.timeout_s, quiet=quiet)
-        return common.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
+        return launch.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
                              wait_s=cfg.launcher.record_wait_s)
 
 

@@ -73,8 +73,8 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
     run_dir = launch.prepare_run(cfg)
     log = log_path(cfg, run_dir)
     start = time.time()
-    rc, timed_out = common.run_command(cmd, common.node_env(cfg), log, timeout_s=cfg.launcher.timeout_s, quiet=quiet)
-    return common.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
+    rc, timed_out = launch.run_process(cmd, common.node_env(cfg), log, timeout_s=cfg.launcher.timeout_s, quiet=quiet)
+    return launch.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
                          wait_s=cfg.launcher.record_wait_s)
 
 

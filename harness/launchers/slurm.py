@@ -193,9 +193,9 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         logs = sorted(run_dir.glob("train.node*.log")) + sorted((run_dir / SLURM_DIR).rglob("*.out"))
         if not quiet:
             for log in logs:
-                sys.stdout.write(common.tail(log))
+                sys.stdout.write(launch.tail(log))
         # The job is over; only a shared filesystem's caching can still hide rank 0's record.
-        return common.settle(cfg, run_dir, rc, logs=logs, start=start, wait_s=min(cfg.launcher.record_wait_s, 30),
+        return launch.settle(cfg, run_dir, rc, logs=logs, start=start, wait_s=min(cfg.launcher.record_wait_s, 30),
                              cause=job_error)
 
 
@@ -249,7 +249,7 @@ def finalize_main(run_dir: Path, rc: int) -> int:
 
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     logs = sorted(run_dir.glob("train.node*.log"))
-    outcome = common.settle(cfg, run_dir, rc, logs=logs, start=time.time(), wait_s=30)
+    outcome = launch.settle(cfg, run_dir, rc, logs=logs, start=time.time(), wait_s=30)
     print(launch.summary_line(outcome.record))
     return 0 if outcome.status == "completed" else 1
 
