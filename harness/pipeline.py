@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
     _step("fit", lambda: fit_cmd.main([str(runs), "--out", str(out / "fit"), "--bootstrap", str(a.bootstrap)]), status)
     _step("validate", lambda: validate_cmd.main(["--out", str(out / "validate"), "--results", str(runs)]), status)
     _step("extrapolate", lambda: extrapolate_cmd.main([f"cluster={a.cluster}", f"model={a.model}", "--results", str(runs),
-                                                       "--out", str(out / "extrapolate")]), status)
+                                                       "--critical-batch", "auto", "--out", str(out / "extrapolate")]),
+          status)
     _step("report", lambda: report.main(["--results", str(runs), "--commbench", str(a.results / "commbench"),
                                          "--fit", str(out / "fit"), "--validate", str(out / "validate"),
                                          "--extrapolate", str(out / "extrapolate"), "--out", str(out / "report")]),
