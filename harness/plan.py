@@ -81,6 +81,16 @@ def batch_facts(cfg: Any) -> dict:
     }
 
 
+def _created_at(cfg: Any) -> str:
+    """When the run was first recorded (the driver's "running" record), else now."""
+    from harness.results import RecordError, read_record
+
+    try:
+        return read_record(run_dir(cfg))["created_at"]
+    except (RecordError, KeyError):
+        return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def base_record(cfg: Any, status: str) -> dict:
     """The part of the record known before training: identity, config, model, batch, cluster."""
     return {
@@ -89,7 +99,7 @@ def base_record(cfg: Any, status: str) -> dict:
         "sweep": cfg.sweep_name,
         "status": status,
         "failure": None,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_at": _created_at(cfg) if status != "running" else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model_facts(cfg),
         "engine": {"name": cfg.engine.name, "zero_stage": cfg.engine.zero_stage},
         "parallel": {

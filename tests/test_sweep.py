@@ -85,3 +85,18 @@ def test_runs_recorded_by_an_older_version_are_found_not_rerun(tmp_path):
     logs: list[str] = []
     records = run_sweep(sw, [f"results_dir={tmp_path}"], log=logs.append)
     assert "1 already recorded, 0 to run" in logs[0] and records[0]["run_id"] == "renamed-old-id"
+
+
+def test_several_points_at_once(tmp_path):
+    sw = sweep_cfg(models=[], tokens=[], points=["model=gpt-0.03m nproc=1", "model=gpt-0.03m nproc=1 train.seed=1"],
+                   overrides=SMALL, parallel=2)
+    logs: list[str] = []
+    records = run_sweep(sw, [f"results_dir={tmp_path}"], log=logs.append)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert any("ETA" in line for line in logs)
+    from datetime import datetime
+
+    recs = [read_record(tmp_path / "smoke" / r["run_id"]) for r in records]
+    starts = [datetime.strptime(r["created_at"], "%Y-%m-%dT%H:%M:%S%z") for r in recs]
+    ends = [datetime.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%S%z") for r in recs]
+    assert max(starts) < min(ends)  # they ran at the same time
