@@ -29,11 +29,14 @@ def root(run_dir: Path) -> Path:
 
 
 def latest(run_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names; if it is missing or incomplete, the newest complete one."""
     pointer = root(run_dir) / LATEST
-    if not pointer.exists():
-        return None
-    path = root(run_dir) / pointer.read_text().strip()
-    return path if (path / TRAINER_FILE).exists() else None
+    if pointer.exists():
+        path = root(run_dir) / pointer.read_text().strip()
+        if (path / TRAINER_FILE).exists():
+            return path
+    complete = sorted(p for p in root(run_dir).glob("step_*") if (p / TRAINER_FILE).exists())
+    return complete[-1] if complete else None
 
 
 def rng_state() -> dict[str, Any]:
