@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -52,6 +53,16 @@ def init(device_kind: str, timeout_s: float) -> DistInfo:
     return DistInfo(rank, local_rank, world_size, device, backend)
 
 
-def shutdown() -> None:
+def shutdown(together: bool = False) -> None:
+    """Destroy the process group. ``together`` (after a clean run): a barrier first, so no rank
+    tears gloo down while a peer's last collective or DDP comm-hook callback is still in flight,
+    seen here as an abort at exit ("terminate called without an active exception"). Not after
+    a failure: the failing rank must exit at once so torchrun ends the others."""
     if dist.is_initialized():
+        if together:
+            import gc
+
+            with contextlib.suppress(Exception):
+                dist.barrier()
+            gc.collect()  # DDP reducers and their hook futures go before the process group they use
         dist.destroy_process_group()

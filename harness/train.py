@@ -421,6 +421,7 @@ def run(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, _request_stop)  # SLURM's pre-emption warning; torchrun forwards it
     info = distributed.init(cfg.cluster.device, cfg.train.comm_timeout_s)
     start = time.time()
+    clean = False
     try:
         result = train(cfg, run_dir, info)
         if info.rank == 0:
@@ -429,6 +430,7 @@ def run(run_dir: Path) -> int:
             record.update(result, environment=env, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           duration_s=time.time() - start)
             write_record(run_dir, record)
+        clean = True
         return 0
     except Preempted as p:
         if info.rank == 0:
@@ -444,7 +446,7 @@ def run(run_dir: Path) -> int:
             write_record(run_dir, plan.failed_record(cfg, first_error(run_dir)))
         raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=clean)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def main(out: str) -> None:
     if info.rank == 0:
         with open(out, "w") as f:
             json.dump({"g2": g2, "trace": trace, "g2_true": d2, "trace_true": D * (d2 + SIGMA**2) + d2}, f)
-    distributed.shutdown()
+    distributed.shutdown(together=True)
 
 
 if __name__ == "__main__":

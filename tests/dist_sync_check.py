@@ -50,7 +50,7 @@ def main(run_dir: Path, out: Path) -> None:
     report["steps"], report["inputs_per_rank"] = steps, inputs
     if info.rank == 0:
         out.write_text(json.dumps(report))
-    distributed.shutdown()
+    distributed.shutdown(together=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def test_gradients_and_parameters_identical_across_ranks(tmp_path):
     out = tmp_path / "sync.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(HERE / "dist_sync_check.py"), str(run_dir), str(out)]
-    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, timeout=300)
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["initial_param_diff"] == 0.0  # DDP broadcasts rank 0's weights at wrap time
     a, b = report["inputs_per_rank"]
