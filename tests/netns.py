@@ -6,7 +6,9 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+import pytest
 
 
 def why_no_namespaces() -> str | None:
@@ -47,3 +49,20 @@ def two_hosts(addrs: tuple[str, str], tag: str) -> Iterator[dict[str, tuple[str,
     finally:
         for ns in hosts:  # deleting a namespace also deletes its veth end (and so the pair)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def hosts_fixture(addrs: tuple[str, str], prefix: str) -> Callable:
+    """A module-scoped pytest fixture yielding two_hosts(addrs), skipped with the reason where it cannot be made."""
+
+    @pytest.fixture(scope="module")
+    def _hosts():
+        why = why_no_namespaces()
+        if why:
+            pytest.skip(why)
+        try:
+            with two_hosts(addrs, f"{prefix}{os.getpid() % 100000}") as hosts:
+                yield hosts
+        except RuntimeError as e:
+            pytest.skip(str(e))
+
+    return _hosts

@@ -28,17 +28,7 @@ ADDRS = ("10.200.0.1", "10.200.0.2")
 RUN = [*SMALL, "nnodes=2", "nproc=1"]
 
 
-@pytest.fixture(scope="module")
-def two_hosts():
-    """Namespaces {ns: (address, interface)} joined by a veth pair; removed at the end."""
-    why = netns.why_no_namespaces()
-    if why:
-        pytest.skip(why)
-    try:
-        with netns.two_hosts(ADDRS, f"h{os.getpid() % 100000}") as hosts:
-            yield hosts
-    except RuntimeError as e:
-        pytest.skip(str(e))
+two_hosts = netns.hosts_fixture(ADDRS, "h")
 
 
 def _free_port() -> int:

@@ -5,7 +5,6 @@ hang, so the endpoints live in network namespaces of the test's own making, wher
 and unreachable behave as on a real network.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -20,16 +19,7 @@ ADDRS = ("10.200.1.1", "10.200.1.2")  # a link of its own: does not collide with
 UNUSED = "10.200.1.9"  # on the link, but no host answers ARP for it
 
 
-@pytest.fixture(scope="module")
-def hosts():
-    why = netns.why_no_namespaces()
-    if why:
-        pytest.skip(why)
-    try:
-        with netns.two_hosts(ADDRS, f"u{os.getpid() % 100000}") as h:
-            yield h
-    except RuntimeError as e:
-        pytest.skip(str(e))
+hosts = netns.hosts_fixture(ADDRS, "u")
 
 
 def driver_in(ns: str, tmp_path, *overrides: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
