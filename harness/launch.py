@@ -262,9 +262,9 @@ def dry_run(cfg: Any) -> str:
     """The exact commands and environment the launcher would use; starts nothing."""
     name = cfg.launcher.name
     if name == "local":
-        env = worker_env(cfg)
-        extra = {k: env[k] for k in ("OMP_NUM_THREADS",) if k in env}
-        return " ".join(f"{k}={v}" for k, v in extra.items()) + " " + shlex.join(torchrun_command(cfg, plan.run_dir(cfg)))
+        from harness.launchers import common
+
+        return common.shell_line(common.env_changes(worker_env(cfg)), torchrun_command(cfg, plan.run_dir(cfg)))
     import importlib
 
     return importlib.import_module(f"harness.launchers.{name}").dry_run(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -59,8 +60,6 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, schedule:
         return peak * (step + 1) / warmup_steps
     if schedule == "constant" or total_steps <= warmup_steps:
         return peak
-    import math
-
     frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps - 1))
     decay = 0.5 * (1 + math.cos(math.pi * frac)) if schedule == "cosine" else 1 - frac
     return peak * (min_ratio + (1 - min_ratio) * decay)
