@@ -23,9 +23,10 @@ from pathlib import Path
 BARE_LOOP = r"""
 import json, sys, time
 import numpy as np, torch
-from harness import config as C, plan
-from harness.data import TokenData, resolve_source
-from harness.model import GPT, param_groups
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.datasets.tokens import TokenData, resolve_source
+from harness.worker.model import GPT, param_groups
 
 cfg = C.compose(sys.argv[1:])
 t = cfg.train

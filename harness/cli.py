@@ -11,18 +11,18 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("harness.launch:train_main", "one data-parallel training run (Hydra overrides)"),
-    "prepare-data": ("harness.data:prepare_main", "text files -> memory-mapped byte-token dir"),
-    "sweep": ("harness.sweep:main", "run a sweep of runs, skipping completed ones"),
-    "plan": ("harness.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
+    "train": ("harness.driver.launch:train_main", "one data-parallel training run (Hydra overrides)"),
+    "prepare-data": ("harness.datasets.tokens:prepare_main", "text files -> memory-mapped byte-token dir"),
+    "sweep": ("harness.driver.sweep:main", "run a sweep of runs, skipping completed ones"),
+    "plan": ("harness.driver.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
     "fit": ("harness.analysis.fit_cmd:main", "fit loss laws to run records or a CSV"),
     "compare-fits": ("harness.analysis.compare_fits:main", "how tightly different sweeps pin the same loss law"),
     "critical-batch": ("harness.analysis.critical_batch:main", "fit B_crit(L) to the measured noise scales"),
-    "commbench": ("harness.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
+    "commbench": ("harness.driver.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
     "validate": ("harness.analysis.validate_cmd:main", "replay published runs through the throughput law"),
     "extrapolate": ("harness.analysis.extrapolate_cmd:main", "extrapolate to a target cluster (colossus)"),
     "report": ("harness.analysis.report:main", "Markdown report with plots"),
-    "pipeline": ("harness.pipeline:main", "the main job: CPU sweep, fits, extrapolation, report"),
+    "pipeline": ("harness.commands.pipeline:main", "the main job: CPU sweep, fits, extrapolation, report"),
 }
 
 

@@ -21,12 +21,13 @@ SMALL = ["model=gpt-0.1m", "train.seq_len=64", "train.micro_batch=4", "train.tok
 @pytest.fixture
 def run_train(tmp_path):
     """Compose, validate and run one training run through the real driver; returns the Outcome."""
-    from harness import config as C
-    from harness import launch
+    from harness.core import config as C
+    from harness.driver import launch, preflight
 
     def _run(*overrides: str, quiet: bool = True):
         cfg = C.compose([*SMALL, f"results_dir={tmp_path / 'results'}", *overrides])
         C.validate(cfg)
+        preflight.check(cfg)
         return launch.run(cfg, quiet=quiet)
 
     return _run

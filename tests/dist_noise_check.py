@@ -13,9 +13,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from harness import distributed
-from harness.engines.ddp import CommTimer, timed_allreduce_hook
-from harness.noise_scale import two_batch_estimates
+from harness.worker import distributed
+from harness.worker.engines.ddp import CommTimer, timed_allreduce_hook
+from harness.worker.noise_scale import two_batch_estimates
 
 D, SIGMA, PER_RANK, STEPS = 16, 0.5, 8, 1500
 

@@ -10,11 +10,12 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from harness import config as C
-from harness import distributed, plan
-from harness.data import BatchSampler, TokenData, resolve_source
-from harness.engines import build_engine
-from harness.model import GPT
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.datasets.tokens import BatchSampler, TokenData, resolve_source
+from harness.worker import distributed
+from harness.worker.engines import build_engine
+from harness.worker.model import GPT
 
 
 def max_diff_across_ranks(vec: torch.Tensor, world: int) -> float:

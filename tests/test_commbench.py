@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import commbench
-from harness.commmodel import (
+from harness.analysis.commmodel import (
     MEASUREMENT_COLUMNS,
     algbw,
     bus_factor,
@@ -23,7 +22,8 @@ from harness.commmodel import (
     latency_steps,
     load_commbench,
 )
-from harness.results import read_record, write_record
+from harness.core.records import read_record, write_record
+from harness.driver import commbench
 
 # ----------------------------------------------------------------------------- formulas
 
@@ -152,7 +152,7 @@ def test_size_ladder_and_parse_size():
 
 
 def test_sharded_ops_round_to_a_multiple_of_ranks():
-    from harness.commbench_worker import elements
+    from harness.worker.commbench import elements
 
     assert elements("all_gather", 16, 3, 4) == 3  # 4 floats -> 1 per rank x 3 ranks
     assert elements("reduce_scatter", 8, 4, 4) == 4  # at least one element per rank
@@ -160,7 +160,7 @@ def test_sharded_ops_round_to_a_multiple_of_ranks():
 
 
 def test_unsupported_op_detection():
-    from harness.commbench_worker import is_unsupported
+    from harness.worker.commbench import is_unsupported
 
     assert is_unsupported(RuntimeError("ProcessGroupGloo does not support reduce_scatter"))
     assert is_unsupported(RuntimeError("Backend gloo does not implement _reduce_scatter_base"))
@@ -171,7 +171,7 @@ def test_torchrun_command_standalone_and_multinode():
     args = commbench.build_parser().parse_args([])
     cmd = commbench.torchrun_cmd(args, 2, ["--x"])
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in cmd
-    assert cmd[-3:] == ["-m", "harness.commbench_worker", "--x"]
+    assert cmd[-3:] == ["-m", "harness.worker.commbench", "--x"]
     args = commbench.build_parser().parse_args(["--nnodes", "2", "--rdzv-endpoint", "head:29400"])
     cmd = commbench.torchrun_cmd(args, 16, [])
     assert "--standalone" not in cmd

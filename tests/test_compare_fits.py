@@ -3,7 +3,7 @@
 import numpy as np
 
 from harness.analysis.compare_fits import compare, main
-from harness.results import write_record
+from harness.core.records import write_record
 
 
 def synthetic_sweep(root, points, seed):

@@ -5,13 +5,15 @@ import sys
 
 import pytest
 
-from harness import config as C
-from harness import hardware
+from harness.core import config as C
+from harness.driver import preflight
+from harness.worker import hardware
 
 
 def composed(*overrides):
     cfg = C.compose(list(overrides))
     C.validate(cfg)
+    preflight.check(cfg)
     return cfg
 
 
@@ -22,7 +24,8 @@ def test_default_composes_and_validates():
 
 
 def test_model_ladder_spans_smoke_to_gpt3_175b():
-    from harness import flops, plan
+    from harness.core import flops
+    from harness.core import runspec as plan
 
     sizes = {}
     for name in C.available("model"):

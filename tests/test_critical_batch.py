@@ -10,7 +10,7 @@ import pytest
 
 from harness.analysis import critical_batch as CB
 from harness.analysis import extrapolate as X
-from harness.results import write_record
+from harness.core.records import write_record
 
 B_STAR, ALPHA_B = 2e8, 0.21
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from harness import data as D
+from harness.datasets import tokens as D
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import SMALL, metrics_rows
 
-from harness import config as C
-from harness import launch, plan
-from harness.results import read_record
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.core.records import read_record
+from harness.driver import launch
 
 HERE = Path(__file__).resolve().parent
 

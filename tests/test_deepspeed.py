@@ -1,6 +1,6 @@
 """DeepSpeed ZeRO 0-3 against DDP on CPU with gloo, world size 2, and the pure ds_config.
 
-The real driver (``launch.run_local`` -> torchrun -> ``harness.train``) runs DDP and every
+The real driver (``launch.run_local`` -> torchrun -> ``harness.worker.train``) runs DDP and every
 ZeRO stage on the same small config with gradient accumulation; the final parameters
 (dumped by the test-only ``HARNESS_DUMP_PARAMS`` hook) and the loss curves must agree.
 The first run on a machine JIT-compiles DeepSpeed's CPU op (~20-60 s, cached in
@@ -16,8 +16,8 @@ import sys
 import pytest
 from conftest import SMALL, metrics_rows
 
-from harness import config as C
-from harness.engines.ds_config import ds_config
+from harness.core import config as C
+from harness.worker.engines.ds_config import ds_config
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
 torch = pytest.importorskip("torch")
@@ -36,7 +36,7 @@ COMMON = [*SMALL, "nproc=2", "train.grad_accum=2"]
 
 def compose(*overrides: str):
     cfg = C.compose([*COMMON, *overrides])
-    C.validate(cfg, check_hardware=False)
+    C.validate(cfg)
     return cfg
 
 
@@ -117,7 +117,7 @@ def test_deepspeed_parses_it_to_the_same_values(monkeypatch, stage, dtype):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """DDP and ZeRO 0-3 on the same fp32 config: {name: (Outcome, final parameters)}."""
-    from harness import launch
+    from harness.driver import launch
 
     root = tmp_path_factory.mktemp("ds")
     out = {}
@@ -151,8 +151,8 @@ def test_zero_matches_ddp_parameters(runs, stage):
     print(f"ZeRO-{stage}: max |param - DDP param| = {diff:.3g}")
     assert diff <= PARAM_ATOL[stage]
     # Training moved the weights by far more than the tolerance: the comparison has teeth.
-    from harness import plan
-    from harness.model import GPT
+    from harness.core import runspec as plan
+    from harness.worker.model import GPT
 
     torch.manual_seed(0)  # train.seed: the initial weights every rank starts from
     init = dict(GPT(plan.shape_of(compose())).named_parameters())
@@ -201,7 +201,7 @@ def test_optimizer_state_is_partitioned_from_stage_1(runs):
 def test_bf16_trains_at_stage_0_and_1(run_train, stage):
     """bf16 takes another optimizer path at stage 0 than at 1+; both must train (not compared to
     DDP: DeepSpeed holds bf16 weights with fp32 masters, DDP autocasts fp32 weights)."""
-    from harness import hardware
+    from harness.worker import hardware
 
     if not hardware.supports_dtype("cpu", "bf16"):
         pytest.skip("this CPU has no native bf16")

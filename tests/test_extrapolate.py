@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from harness import flops
 from harness.analysis import extrapolate as X
-from harness.analysis import extrapolate_cmd, hardware_specs, published
+from harness.analysis import extrapolate_cmd, published
 from harness.analysis import goodput as G
-from harness.results import write_record
+from harness.core import flops, hardware_specs
+from harness.core.records import write_record
 
 GPT3 = flops.Shape(n_layer=96, d_model=12288, n_head=96, vocab_size=50257, seq_len=2048)
 

@@ -12,7 +12,7 @@ import pytest
 
 from harness.analysis import fit_cmd
 from harness.analysis import losslaw as ll
-from harness.results import write_record
+from harness.core.records import write_record
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1100.0, "alpha": 0.34, "beta": 0.29}
 PLOTS = {"loss_vs_compute.png", "isoflop.png", "optimal_allocation.png", "residuals.png"}

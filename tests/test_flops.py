@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness import flops
-from harness.flops import Shape
+from harness.core import flops
+from harness.core.flops import Shape
 
 GPT2_SMALL = Shape(n_layer=12, d_model=768, n_head=12, vocab_size=50257, seq_len=1024)
 
@@ -30,7 +30,7 @@ def test_gpt3_175b_is_175b():
 
 def test_model_counts_match_torch_module():
     torch = pytest.importorskip("torch")
-    from harness.model import GPT
+    from harness.worker.model import GPT
 
     for s in (Shape(2, 64, 2, 256, 64), Shape(3, 96, 3, 300, 32), Shape(1, 32, 4, 256, 16, mlp_ratio=2)):
         torch.manual_seed(0)

@@ -19,10 +19,11 @@ import netns
 import pytest
 from conftest import SMALL, metrics_rows
 
-from harness import config as C
-from harness import launch, plan
-from harness.data import resolve_source
-from harness.results import read_record
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.core.records import read_record
+from harness.datasets.tokens import resolve_source
+from harness.driver import launch
 
 ADDRS = ("10.200.0.1", "10.200.0.2")
 RUN = [*SMALL, "nnodes=2", "nproc=1"]
@@ -152,7 +153,7 @@ def test_deepspeed_dry_run_with_hostfile(tmp_path):
     text = launch.dry_run(cfg)
     assert "deepspeed.launcher.runner --hostfile" in text and "--num_nodes 2 --num_gpus 8" in text
     assert "--master_addr worker-0" in text and "--launcher pdsh" in text
-    assert "--no_local_rank --module harness.train" in text and "OMP_NUM_THREADS=" in text
+    assert "--no_local_rank --module harness.worker.train" in text and "OMP_NUM_THREADS=" in text
     assert "env file" in text  # the variables exported to the other host
     bad = C.compose([*SMALL, "nnodes=3", "nproc=8", "launcher=deepspeed", f"launcher.hostfile={hostfile}"])
     with pytest.raises(C.ConfigError, match="at least nnodes=3"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.noise_scale import NoiseScaleEMA, two_batch_estimates
+from harness.worker.noise_scale import NoiseScaleEMA, two_batch_estimates
 
 HERE = Path(__file__).resolve().parent
 

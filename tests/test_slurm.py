@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import SMALL, metrics_rows
 
-from harness import config as C
-from harness import launch
-from harness.results import read_record
+from harness.core import config as C
+from harness.core.records import read_record
+from harness.driver import launch
 
 pytest.importorskip("submitit", reason="submitit is not installed (pip install -e '.[slurm]')")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed")

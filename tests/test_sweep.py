@@ -3,10 +3,10 @@
 import pytest
 from conftest import SMALL
 
-from harness import config as C
-from harness import plan
-from harness.results import read_record
-from harness.sweep import expand, run_sweep
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.core.records import read_record
+from harness.driver.sweep import expand, run_sweep
 
 
 def sweep_cfg(**kw):
@@ -74,7 +74,7 @@ def test_presets_expand(name, tmp_path):
 
 def test_runs_recorded_by_an_older_version_are_found_not_rerun(tmp_path):
     """A completed record whose stored config predates a config key, under another folder name."""
-    from harness.results import write_record
+    from harness.core.records import write_record
 
     sw = sweep_cfg(models=[], tokens=[], points=["model=gpt-0.03m nproc=1"], overrides=SMALL)
     [point] = expand(sw, [f"results_dir={tmp_path}"])

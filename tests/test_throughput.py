@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import commmodel, flops
-from harness.analysis import hardware_specs, usl
+from harness.analysis import commmodel, usl
 from harness.analysis import throughput as T
 from harness.analysis.layout import Layout, activation_bytes_per_layer, check, memory_per_gpu
+from harness.core import flops, hardware_specs
 
 GPT3 = flops.Shape(n_layer=96, d_model=12288, n_head=96, vocab_size=50257, seq_len=2048)
 SMALL = flops.Shape(n_layer=12, d_model=768, n_head=12, vocab_size=50257, seq_len=1024)

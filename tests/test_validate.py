@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 from omegaconf import OmegaConf
 
-from harness import flops
-from harness.analysis import hardware_specs, published, validate_cmd
+from harness.analysis import published, validate_cmd
 from harness.analysis import throughput as T
-from harness.config import CONFIG_DIR
+from harness.core import flops, hardware_specs
+from harness.core.config import CONFIG_DIR
 
 
 @pytest.fixture(scope="module")

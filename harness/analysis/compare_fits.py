@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.results import atomic_write_text, records_table
+from harness.core.records import atomic_write_text, records_table
 
 QUANTITIES = ("a", "N_opt", "D_opt", "loss")
 

@@ -159,7 +159,7 @@ def fit_critical_batch(loss: Any, b_tokens: Any, *, n_bootstrap: int = 2000, see
 
 def records_points(root: str | Path, loss_col: str = "heldout_loss") -> Any:
     """One row per completed run with a measured noise scale: records_table plus ``b_simple`` (tokens)."""
-    from harness.results import read_record, records_table
+    from harness.core.records import read_record, records_table
 
     t = records_table(root)
     if t.empty:
@@ -198,7 +198,7 @@ def trajectory_points(rows: list[dict], n_bins: int = 5, skip_frac: float = 0.2)
 
 
 def _loss_unit(table: Any) -> str:
-    from harness.results import read_record
+    from harness.core.records import read_record
 
     vocab = set()
     for path in table["path"]:
@@ -216,7 +216,7 @@ def fit_from_records(root: str | Path, *, loss_col: str = "heldout_loss", trajec
     several points per run from metrics.jsonl (train loss along training); the bootstrap still
     resamples points, so its interval is optimistic when a run's points are correlated.
     """
-    from harness.results import METRICS_FILE
+    from harness.core.records import METRICS_FILE
 
     t = records_points(root, loss_col)
     if t.empty:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from harness import flops
 from harness.analysis import goodput as G
-from harness.analysis.hardware_specs import HardwareSpec
 from harness.analysis.layout import Layout
 from harness.analysis.published import Calibration
 from harness.analysis.throughput import StepPrediction, choose_layout, on_allocation, predict_step
+from harness.core import flops
+from harness.core.hardware_specs import HardwareSpec
 
 SECONDS_PER_DAY = 86_400.0
 DEFAULT_BATCH_TOKENS = 16 * 2**20  # Llama 3 405B's final batch, 16M tokens (Dubey et al. 2024)

@@ -23,8 +23,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness import flops
-from harness.config import CONFIG_DIR, available
+from harness.core import flops
+from harness.core.config import CONFIG_DIR, available
+from harness.core.paths import DATA_DIR, SOURCE_ROOT
 
 DEFAULTS: dict[str, Any] = {
     "cluster": "colossus", "model": "gpt3-175b", "days": 90.0, "checkpoint_s": 30.0, "restart_s": 300.0,
@@ -101,8 +102,8 @@ def load_preset(group: str, name: str):
 
 
 def chinchilla_path() -> Path:
-    here = Path(__file__).resolve().parent.parent / "data" / CHINCHILLA_FILE
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / CHINCHILLA_FILE
+    here = DATA_DIR / CHINCHILLA_FILE
+    shared = SOURCE_ROOT.parent / "shared" / "data" / CHINCHILLA_FILE
     for p in (here, shared):
         if p.exists():
             return p
@@ -263,7 +264,7 @@ def measured_section(results_dir: str | None) -> tuple[dict[str, Any] | None, An
     if not results_dir:
         return None, None, None
     from harness.analysis import throughput as T
-    from harness.results import records_table
+    from harness.core.records import records_table
 
     table = records_table(results_dir)
     if table.empty:
@@ -305,7 +306,8 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     ``loss_fit``: any object with ``optimal(C, q)`` (default: chosen by ``select_loss_fit``).
     """
     from harness.analysis import extrapolate as X
-    from harness.analysis import hardware_specs, published
+    from harness.analysis import published
+    from harness.core import hardware_specs
 
     cluster = load_preset("cluster", opts["cluster"])
     model = load_preset("model", opts["model"])

@@ -187,7 +187,7 @@ def load_table(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _records_table(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from harness.results import records_table
+    from harness.core.records import records_table
 
     root = Path(args.root)
     if not root.is_dir():
@@ -197,7 +197,7 @@ def _records_table(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         raise LossLawError(f"{root}: no completed training run records (record.json) found")
     loss_col = args.loss_column or "heldout_loss"
     if args.best_lr:  # a learning-rate sweep per size: keep each (size, budget)'s best run
-        from harness.lr_rules import select_best_lr
+        from harness.driver.lr_rules import select_best_lr
 
         frame = select_best_lr(frame, loss_col)
     for col, flag in ((loss_col, "--loss-column"), (args.n_column, "--n-column")):
@@ -466,7 +466,7 @@ def _run(args: argparse.Namespace) -> int:
 def _write(out: Path, out_json: dict[str, Any], rows: list[dict]) -> None:
     import pandas as pd
 
-    from harness.results import atomic_write_text
+    from harness.core.records import atomic_write_text
 
     atomic_write_text(out / "fit.json", json.dumps(jsonable(out_json), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "fit_table.csv", pd.DataFrame(rows).to_csv(index=False))

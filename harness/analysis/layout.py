@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from harness import flops
+from harness.core import flops
 
 # none | selective (Megatron: the attention core re-runs) | full (every layer's forward re-runs) |
 # selective_op (torchtitan's per-op policy: every second matmul and all elementwise ops re-run)

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from harness import flops
-from harness.analysis import hardware_specs
-from harness.analysis.hardware_specs import HardwareSpec
 from harness.analysis.layout import Layout
 from harness.analysis.throughput import DEFAULT, Coefficients, StepPrediction, predict_step
+from harness.core import flops, hardware_specs
+from harness.core.hardware_specs import HardwareSpec
+from harness.core.paths import DATA_DIR
 
-DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "published_runs.yaml"
+DATA_FILE = DATA_DIR / "published_runs.yaml"
 FITTED = ("e_mm", "mem_bytes")  # the coefficients fitted to the published cases
 # (lower, upper, typical scale) of each coefficient a fit may move
 FIT_RANGE = {"e_mm": (0.2, 1.0, 0.5), "mem_bytes": (0.0, 5000.0, 500.0), "straggler_cv": (0.0, 0.1, 0.01),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.results import atomic_write_text, records_table
+from harness.core.records import atomic_write_text, records_table
 
 
 def _figure(width: float = 6.4, height: float = 4.0):
@@ -131,7 +131,7 @@ def scaling_curve_section(ex: dict, out: Path) -> list[str]:
 
 
 def commbench_section(root: Path, out: Path) -> list[str]:
-    from harness.commmodel import load_commbench
+    from harness.analysis.commmodel import load_commbench
 
     try:
         df = load_commbench(root)

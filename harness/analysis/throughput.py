@@ -8,13 +8,13 @@
 
 exposed(T) = T when the framework does not overlap that traffic, else max(0, T - overlap x window),
 the window being the compute the traffic can hide behind (TP traffic is always exposed). Collective times come from
-``harness.commmodel`` (ring alpha-beta), per tier: a group confined to one node runs on
+``harness.analysis.commmodel`` (ring alpha-beta), per tier: a group confined to one node runs on
 NVLink; a group spanning nodes runs hierarchically (the op inside the node, then on the
 1/k shard across nodes, each GPU on its own NIC), so a DP group with one member per node
 sees the NIC bandwidth of one GPU and a group with k members per node k NICs' worth.
 
 Compute is a two-term roofline per micro-batch: hardware FLOPs (model FLOPs from
-``harness.flops`` plus recomputation) at e_mm of the dense peak, plus memory-bound
+``harness.core.flops`` plus recomputation) at e_mm of the dense peak, plus memory-bound
 elementwise traffic (mem_bytes per token, layer and unit of per-GPU width) at the chip's
 HBM bandwidth; the second term is what makes narrow layers, plain TP and high
 FLOP-per-byte chips less efficient. e_mm and mem_bytes are fitted once to published runs
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from harness import commmodel, flops
-from harness.analysis import hardware_specs
-from harness.analysis.hardware_specs import HardwareSpec
+from harness.analysis import commmodel
 from harness.analysis.layout import Feasibility, Layout, check
+from harness.core import flops, hardware_specs
+from harness.core.hardware_specs import HardwareSpec
 
 ACT_BYTES = 2.0  # bf16 activations on the wire (TP all-reduces, PP sends)
 
@@ -624,7 +624,7 @@ def fit_measured(
     n_bootstrap: int = 200,
     seed: int = 0,
 ) -> MeasuredFit:
-    """Fit the step-time law to measured runs (``harness.results.records_table``).
+    """Fit the step-time law to measured runs (``harness.core.records.records_table``).
 
     Needs columns world_size, tokens_per_device_per_step, flops_per_token, N_total (or N)
     and step_time_s; comm_time_s (measured gradient all-reduce time) pins alpha and busbw

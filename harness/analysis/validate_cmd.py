@@ -139,7 +139,7 @@ def run(opts: dict[str, Any], command: str) -> tuple[dict[str, Any], str]:
     measured = None
     if opts["results"]:
         from harness.analysis.throughput import leave_largest_out
-        from harness.results import records_table
+        from harness.core.records import records_table
 
         table = records_table(opts["results"])
         try:

@@ -7,7 +7,7 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import config as C
+from harness.core import config as C
 
 INT_KEYS = ["nproc", "nnodes", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.tokens",
             "train.eval_tokens", "train.log_interval", "model.n_layer", "model.n_head", "model.d_model",
@@ -34,7 +34,7 @@ invalid_override = st.one_of(
 def check(key: str, value: str) -> None:
     try:
         cfg = C.compose([f"{key}={value}"])
-        C.validate(cfg, check_hardware=False)
+        C.validate(cfg)
     except C.ConfigError as e:
         msg = str(e)
         assert msg and "Traceback" not in msg
@@ -57,10 +57,10 @@ def test_global_batch_rule(micro, accum, nproc, gb):
     cfg = C.compose([f"train.micro_batch={micro}", f"train.grad_accum={accum}", f"nproc={nproc}",
                      f"train.global_batch={gb}"])
     if gb == micro * accum * nproc:
-        C.validate(cfg, check_hardware=False)
+        C.validate(cfg)
     else:
         try:
-            C.validate(cfg, check_hardware=False)
+            C.validate(cfg)
         except C.ConfigError as e:
             assert f"train.global_batch={gb}" in str(e) and str(micro * accum * nproc) in str(e)
         else:

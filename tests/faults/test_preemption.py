@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import SMALL, metrics_rows
 
-from harness import checkpoint
-from harness.results import read_record
+from harness.core.records import read_record
+from harness.worker import checkpoint
 
 OVERRIDES = [*SMALL, "nproc=2", "train.tokens=30720"]  # 60 steps of 2 x 4 x 64 tokens
 

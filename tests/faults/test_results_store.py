@@ -8,9 +8,10 @@ import threading
 import pytest
 from conftest import SMALL
 
-from harness import config as C
-from harness import launch, plan
-from harness.results import SCHEMA_VERSION, RecordError, read_record, records_table, write_record
+from harness.core import config as C
+from harness.core import runspec as plan
+from harness.core.records import SCHEMA_VERSION, RecordError, read_record, records_table, write_record
+from harness.driver import launch
 
 
 def fake_completed(run_dir, n=1000, loss=3.0):
@@ -79,7 +80,7 @@ def test_one_run_folder_one_writer(tmp_path):
 
 def test_two_sweeps_into_one_folder_do_not_clobber(tmp_path):
     """Two drivers start the same run at once: one runs it, the other is told it is taken."""
-    from harness.sweep import Point, run_point
+    from harness.driver.sweep import Point, run_point
 
     cfg = C.compose([*SMALL, f"results_dir={tmp_path}"])
     C.validate(cfg)

@@ -13,7 +13,7 @@ import netns
 import pytest
 from conftest import SMALL
 
-from harness.results import read_record
+from harness.core.records import read_record
 
 ADDRS = ("10.200.1.1", "10.200.1.2")  # a link of its own: does not collide with test_multinode's
 UNUSED = "10.200.1.9"  # on the link, but no host answers ARP for it
@@ -54,7 +54,7 @@ def test_hostfile_host_that_does_not_answer(hosts, tmp_path):
 def test_endpoint_error_returns_once_the_endpoint_answers():
     import socket
 
-    from harness.launchers.common import endpoint_error
+    from harness.driver.launchers.common import endpoint_error
 
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
