@@ -49,15 +49,23 @@ def main() -> None:
     for r in range(args.repeat):
         _, w0, c0 = timed(fit_chinchilla, N, D, loss, n_bootstrap=0, seed=args.seed)
         fit, wall, cpu = timed(fit_chinchilla, N, D, loss, n_bootstrap=args.bootstrap, seed=args.seed)
-        print(f"run {r + 1}: grid fit alone {w0:.2f} s wall ({c0:.2f} s CPU); "
-              f"full fit + {args.bootstrap} bootstrap resamples {wall:.2f} s wall ({cpu:.2f} s CPU)")
-        print(f"  ratio to the {TARGET_S:.0f} s target: {wall / TARGET_S:.3f} (wall), {cpu / TARGET_S:.3f} (CPU)")
-        print(f"  bootstrap: {fit.n_bootstrap_ok} converged, {fit.n_bootstrap_failed} failed, "
-              f"{fit.n_bootstrap_multimodal} found a better optimum than the warm start")
+        print(
+            f"run {r + 1}: grid fit alone {w0:.2f} s wall ({c0:.2f} s CPU); "
+            f"full fit + {args.bootstrap} bootstrap resamples {wall:.2f} s wall ({cpu:.2f} s CPU)"
+        )
+        print(
+            f"  ratio to the {TARGET_S:.0f} s target: {wall / TARGET_S:.3f} (wall), {cpu / TARGET_S:.3f} (CPU)"
+        )
+        print(
+            f"  bootstrap: {fit.n_bootstrap_ok} converged, {fit.n_bootstrap_failed} failed, "
+            f"{fit.n_bootstrap_multimodal} found a better optimum than the warm start"
+        )
     print(f"  objective {fit.objective:.6g} (published about 1.018e-3); max |grad| {fit.grad_max:.2g}")
     print(f"  {'param':<6} {'fitted':>10} {'published':>10} {'SE':>10} {'pub SE':>10}")
     for k in PARAM_NAMES:
-        print(f"  {k:<6} {fit.params[k]:>10.4g} {EPOCH_REFIT[k]:>10.4g} {fit.se[k]:>10.4g} {EPOCH_REFIT_SE[k]:>10.4g}")
+        print(
+            f"  {k:<6} {fit.params[k]:>10.4g} {EPOCH_REFIT[k]:>10.4g} {fit.se[k]:>10.4g} {EPOCH_REFIT_SE[k]:>10.4g}"
+        )
 
 
 if __name__ == "__main__":

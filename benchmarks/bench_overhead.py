@@ -23,6 +23,7 @@ from pathlib import Path
 BARE_LOOP = r"""
 import json, sys, time
 import numpy as np, torch
+from harness.core import shapes
 from harness.core import config as C
 from harness.core import runspec as plan
 from harness.datasets.tokens import TokenData, resolve_source
@@ -32,7 +33,7 @@ cfg = C.compose(sys.argv[1:])
 t = cfg.train
 torch.manual_seed(t.seed)
 data = TokenData.open(resolve_source("embedded"))
-model = GPT(plan.shape_of(cfg))
+model = GPT(shapes.of_config(cfg))
 opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
 rng = np.random.default_rng(t.seed)
 n_windows = (len(data.train) - 1) // t.seq_len
@@ -53,18 +54,35 @@ print(json.dumps({"step_time_median_s": float(np.median(times)), "tokens_per_ste
 
 
 def overrides(model: str, steps: int, micro: int, seq: int) -> list[str]:
-    return [f"model={model}", f"train.micro_batch={micro}", f"train.seq_len={seq}",
-            f"train.tokens={steps * micro * seq}", "train.timing_warmup_steps=5", "train.eval_tokens=8192"]
+    return [
+        f"model={model}",
+        f"train.micro_batch={micro}",
+        f"train.seq_len={seq}",
+        f"train.tokens={steps * micro * seq}",
+        "train.timing_warmup_steps=5",
+        "train.eval_tokens=8192",
+    ]
 
 
 def run_bare(ov: list[str], env: dict) -> float:
-    out = subprocess.run([sys.executable, "-c", BARE_LOOP, *ov], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_LOOP, *ov], env=env, capture_output=True, text=True, check=True
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     return res["tokens_per_step"] / res["step_time_median_s"]
 
 
 def run_harness(ov: list[str], env: dict, results: Path) -> float:
-    cmd = [sys.executable, "-m", "harness.cli", "train", "nproc=1", *ov, f"results_dir={results}", "run_id=bench"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        "nproc=1",
+        *ov,
+        f"results_dir={results}",
+        "run_id=bench",
+    ]
     subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     rec = json.loads((results / "adhoc" / "bench" / "record.json").read_text())
     return rec["throughput"]["tokens_per_s"]
@@ -87,11 +105,16 @@ def main() -> None:
             t0 = time.time()
             bare.append(run_bare(ov, env))
             harness.append(run_harness(ov, env, Path(tmp) / f"r{r}"))
-            print(f"round {r + 1}: bare {bare[-1]:,.0f} tok/s, harness {harness[-1]:,.0f} tok/s "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"round {r + 1}: bare {bare[-1]:,.0f} tok/s, harness {harness[-1]:,.0f} tok/s "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     b, h = statistics.median(bare), statistics.median(harness)
-    print(f"model {args.model}, micro batch {args.micro_batch} x seq {args.seq_len}, {args.steps} steps, "
-          f"1 process, {threads} threads, {args.rounds} alternating rounds")
+    print(
+        f"model {args.model}, micro batch {args.micro_batch} x seq {args.seq_len}, {args.steps} steps, "
+        f"1 process, {threads} threads, {args.rounds} alternating rounds"
+    )
     print(f"bare loop median: {b:,.0f} tok/s; harness median: {h:,.0f} tok/s")
     print(f"ratio harness/bare: {h / b:.3f} (target >= 0.95)")
 

@@ -41,7 +41,12 @@ def leaves(obj: object, path: str = ""):
 
 
 def same(a: object, b: object, rtol: float) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, int | float) or not isinstance(b, int | float):
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not isinstance(a, int | float)
+        or not isinstance(b, int | float)
+    ):
         return a == b
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -53,7 +58,11 @@ def compare(saved: dict, new: dict, rtol: float) -> list[str]:
     b = {p: v for p, v in leaves(new) if not IGNORED.search(p)}
     out = [f"missing now: {p} (was {a[p]!r})" for p in sorted(a.keys() - b.keys())]
     out += [f"new field: {p} = {b[p]!r}" for p in sorted(b.keys() - a.keys())]
-    out += [f"{p}: saved {a[p]!r}, now {b[p]!r}" for p in sorted(a.keys() & b.keys()) if not same(a[p], b[p], rtol)]
+    out += [
+        f"{p}: saved {a[p]!r}, now {b[p]!r}"
+        for p in sorted(a.keys() & b.keys())
+        if not same(a[p], b[p], rtol)
+    ]
     return out
 
 
@@ -72,8 +81,12 @@ def main() -> int:
                 print(f"FAIL {name}: {' '.join(args)} exited {run.returncode}\n{run.stderr[-2000:]}")
                 failures += 1
                 continue
-            diffs = compare(json.loads((a.saved / name).read_text()), json.loads((out / name).read_text()), a.rtol)
-            print(f"{'same' if not diffs else 'DIFFERENT'}: harness {' '.join(args)} ({len(diffs)} differences)")
+            diffs = compare(
+                json.loads((a.saved / name).read_text()), json.loads((out / name).read_text()), a.rtol
+            )
+            print(
+                f"{'same' if not diffs else 'DIFFERENT'}: harness {' '.join(args)} ({len(diffs)} differences)"
+            )
             for d in diffs[:40]:
                 print("   ", d)
             failures += bool(diffs)

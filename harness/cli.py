@@ -16,7 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("harness.driver.sweep:main", "run a sweep of runs, skipping completed ones"),
     "plan": ("harness.driver.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
     "fit": ("harness.analysis.fit_cmd:main", "fit loss laws to run records or a CSV"),
-    "compare-fits": ("harness.analysis.compare_fits:main", "how tightly different sweeps pin the same loss law"),
+    "compare-fits": (
+        "harness.analysis.compare_fits:main",
+        "how tightly different sweeps pin the same loss law",
+    ),
     "critical-batch": ("harness.analysis.critical_batch:main", "fit B_crit(L) to the measured noise scales"),
     "commbench": ("harness.driver.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
     "validate": ("harness.analysis.validate_cmd:main", "replay published runs through the throughput law"),
@@ -47,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         fn = getattr(importlib.import_module(module), func)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("harness"):
-            print(f"harness: command {name!r} is not available in this build ({e.name} missing)", file=sys.stderr)
+            print(
+                f"harness: command {name!r} is not available in this build ({e.name} missing)",
+                file=sys.stderr,
+            )
             return 2
         raise
     return int(fn(rest) or 0)

@@ -14,8 +14,15 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(os.environ["HARNESS_CACHE
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 # A run small enough for a test on 2 cores: ~0.1M-parameter model, a few dozen steps.
-SMALL = ["model=gpt-0.1m", "train.seq_len=64", "train.micro_batch=4", "train.tokens=8192",
-         "train.eval_tokens=4096", "train.log_interval=1", "train.timing_warmup_steps=1"]
+SMALL = [
+    "model=gpt-0.1m",
+    "train.seq_len=64",
+    "train.micro_batch=4",
+    "train.tokens=8192",
+    "train.eval_tokens=4096",
+    "train.log_interval=1",
+    "train.timing_warmup_steps=1",
+]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def main(out: str) -> None:
     model = torch.nn.Linear(D, 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(w_star + 0.5 * torch.randn(D))
-    delta = (model.weight.detach()[0] - w_star)
+    delta = model.weight.detach()[0] - w_star
     ddp = DistributedDataParallel(model)
     comm = CommTimer(info.world_size, cuda=False)
     ddp.register_comm_hook(comm, timed_allreduce_hook)
@@ -44,8 +44,10 @@ def main(out: str) -> None:
         model.weight.grad = None
         local = torch.tensor([local_sq], dtype=torch.float64)
         dist.all_reduce(local)  # the trainer averages the local norms over ranks the same way
-        sums += torch.tensor(two_batch_estimates(float(local) / info.world_size, global_sq, b_small, b_big),
-                             dtype=torch.float64)
+        sums += torch.tensor(
+            two_batch_estimates(float(local) / info.world_size, global_sq, b_small, b_big),
+            dtype=torch.float64,
+        )
     g2, trace = (sums / STEPS).tolist()
     d2 = float(delta.pow(2).sum())
     if info.rank == 0:

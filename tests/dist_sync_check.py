@@ -11,7 +11,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from harness.core import config as C
-from harness.core import runspec as plan
+from harness.core import shapes
 from harness.datasets.tokens import BatchSampler, TokenData, resolve_source
 from harness.worker import distributed
 from harness.worker.engines import build_engine
@@ -28,12 +28,15 @@ def main(run_dir: Path, out: Path) -> None:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     info = distributed.init("cpu", 120)
     torch.manual_seed(cfg.train.seed + info.rank)  # different local seeds: DDP must still agree
-    engine = build_engine(cfg, GPT(plan.shape_of(cfg)), info)
+    engine = build_engine(cfg, GPT(shapes.of_config(cfg)), info)
     data = TokenData.open(resolve_source(cfg.data.source, cfg.data.cache_dir, cfg.data.heldout_frac))
     sampler = BatchSampler(data.train, cfg.train.seq_len, cfg.train.seed)
     gb = C.global_batch(cfg)
-    report = {"initial_param_diff": max_diff_across_ranks(
-        torch.cat([p.detach().flatten() for p in engine.module.parameters()]), info.world_size)}
+    report = {
+        "initial_param_diff": max_diff_across_ranks(
+            torch.cat([p.detach().flatten() for p in engine.module.parameters()]), info.world_size
+        )
+    }
     steps = []
     for step in range(4):
         ids = sampler.sample_ids(step, gb, info.rank, cfg.train.micro_batch)
@@ -44,8 +47,14 @@ def main(run_dir: Path, out: Path) -> None:
         grad_diff = max_diff_across_ranks(grads, info.world_size)
         engine.optimizer_step(1e-3)
         params = torch.cat([p.detach().flatten() for p in engine.module.parameters()])
-        steps.append({"grad_diff": grad_diff, "param_diff": max_diff_across_ranks(params, info.world_size),
-                      "grad_norm": float(grads.norm()), "local_input_sum": local_input_sum})
+        steps.append(
+            {
+                "grad_diff": grad_diff,
+                "param_diff": max_diff_across_ranks(params, info.world_size),
+                "grad_norm": float(grads.norm()),
+                "local_input_sum": local_input_sum,
+            }
+        )
     inputs = [None] * info.world_size
     dist.all_gather_object(inputs, [s["local_input_sum"] for s in steps])
     report["steps"], report["inputs_per_rank"] = steps, inputs

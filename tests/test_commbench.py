@@ -60,13 +60,18 @@ def test_collective_time_and_bandwidths():
     assert algbw(2**20, 0.5) == 2**21
 
 
-@pytest.mark.parametrize("call", [
-    lambda: bus_factor("allreduce", 4),
-    lambda: latency_steps("broadcast", 4),
-    lambda: collective_time("alltoall", 1024, 4, 1e-6, 1e9),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: bus_factor("allreduce", 4),
+        lambda: latency_steps("broadcast", 4),
+        lambda: collective_time("alltoall", 1024, 4, 1e-6, 1e9),
+    ],
+)
 def test_invalid_op_is_a_clear_error(call):
-    with pytest.raises(ValueError, match=r"unknown collective op .*allowed: all_reduce, all_gather, reduce_scatter"):
+    with pytest.raises(
+        ValueError, match=r"unknown collective op .*allowed: all_reduce, all_gather, reduce_scatter"
+    ):
         call()
 
 
@@ -104,8 +109,14 @@ def test_fit_recovers_alpha_and_bandwidth(op):
 
 def test_fit_is_exact_without_noise_and_ignores_single_rank():
     df = synthetic("all_reduce", 3e-6, 400e9, noise=0.0)
-    df = pd.concat([df, pd.DataFrame([{"op": "all_reduce", "world_size": 1, "nnodes": 1,
-                                       "size_bytes": 1024, "time_s_median": 1.0}])])
+    df = pd.concat(
+        [
+            df,
+            pd.DataFrame(
+                [{"op": "all_reduce", "world_size": 1, "nnodes": 1, "size_bytes": 1024, "time_s_median": 1.0}]
+            ),
+        ]
+    )
     fit = fit_alpha_beta(df, n_bootstrap=10)
     assert fit["alpha_s"] == pytest.approx(3e-6, rel=1e-6)
     assert fit["busbw_Bps"] == pytest.approx(400e9, rel=1e-6)
@@ -175,16 +186,43 @@ def test_torchrun_command_standalone_and_multinode():
     args = commbench.build_parser().parse_args(["--nnodes", "2", "--rdzv-endpoint", "head:29400"])
     cmd = commbench.torchrun_cmd(args, 16, [])
     assert "--standalone" not in cmd
-    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[cmd.index("--rdzv-endpoint") + 1] == "head:29400"
+    assert (
+        cmd[cmd.index("--nproc_per_node") + 1] == "8"
+        and cmd[cmd.index("--rdzv-endpoint") + 1] == "head:29400"
+    )
 
 
 # ----------------------------------------------------------------------------- real runs
 
 
 def test_real_two_rank_gloo_run(tmp_path, capsys):
-    rc = commbench.main(["--world-sizes", "2", "--device", "cpu", "--min-bytes", "16", "--max-bytes", "1M",
-                         "--factor", "16", "--warmup", "1", "--iters", "3", "--min-iters", "3",
-                         "--bootstrap", "20", "--results-root", str(tmp_path), "--run-id", "t1", "--quiet"])
+    rc = commbench.main(
+        [
+            "--world-sizes",
+            "2",
+            "--device",
+            "cpu",
+            "--min-bytes",
+            "16",
+            "--max-bytes",
+            "1M",
+            "--factor",
+            "16",
+            "--warmup",
+            "1",
+            "--iters",
+            "3",
+            "--min-iters",
+            "3",
+            "--bootstrap",
+            "20",
+            "--results-root",
+            str(tmp_path),
+            "--run-id",
+            "t1",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     run_dir = tmp_path / "commbench" / "t1"
@@ -223,8 +261,19 @@ def _fake_launch(monkeypatch, code: str) -> None:
 
 def test_failed_launch_leaves_failed_record_with_cause(tmp_path, monkeypatch):
     _fake_launch(monkeypatch, "import sys; print('RuntimeError: rendezvous exploded'); sys.exit(3)")
-    rc = commbench.main(["--device", "cpu", "--max-bytes", "64", "--results-root", str(tmp_path),
-                         "--run-id", "bad", "--quiet"])
+    rc = commbench.main(
+        [
+            "--device",
+            "cpu",
+            "--max-bytes",
+            "64",
+            "--results-root",
+            str(tmp_path),
+            "--run-id",
+            "bad",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     rec = read_record(tmp_path / "commbench" / "bad")
     assert rec["status"] == "failed"
@@ -236,8 +285,21 @@ def test_failed_launch_leaves_failed_record_with_cause(tmp_path, monkeypatch):
 
 def test_hung_launch_is_killed_and_recorded(tmp_path, monkeypatch):
     _fake_launch(monkeypatch, "import time; time.sleep(120)")
-    rc = commbench.main(["--device", "cpu", "--max-bytes", "64", "--results-root", str(tmp_path),
-                         "--run-id", "hang", "--launch-timeout-s", "1", "--quiet"])
+    rc = commbench.main(
+        [
+            "--device",
+            "cpu",
+            "--max-bytes",
+            "64",
+            "--results-root",
+            str(tmp_path),
+            "--run-id",
+            "hang",
+            "--launch-timeout-s",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     rec = read_record(tmp_path / "commbench" / "hang")
     assert rec["status"] == "failed" and "timed out" in rec["cause"]
@@ -245,8 +307,10 @@ def test_hung_launch_is_killed_and_recorded(tmp_path, monkeypatch):
 
 def test_load_commbench_skips_other_kinds(tmp_path):
     row = {c: 1 for c in MEASUREMENT_COLUMNS} | {"op": "all_reduce", "backend": "nccl", "device": "cuda"}
-    write_record(tmp_path / "commbench" / "a", {"kind": "commbench", "status": "completed", "run_id": "a",
-                                                 "measurements": [row | {"nnodes": 2}]})
+    write_record(
+        tmp_path / "commbench" / "a",
+        {"kind": "commbench", "status": "completed", "run_id": "a", "measurements": [row | {"nnodes": 2}]},
+    )
     write_record(tmp_path / "sweep" / "b", {"kind": "train", "status": "completed", "measurements": [row]})
     df = load_commbench(tmp_path)
     assert len(df) == 1 and df.loc[0, "tier"] == "inter-node" and df.loc[0, "run_id"] == "a"

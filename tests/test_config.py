@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from harness.core import config as C
+from harness.core import shapes
 from harness.driver import preflight
 from harness.worker import hardware
 
@@ -25,12 +26,11 @@ def test_default_composes_and_validates():
 
 def test_model_ladder_spans_smoke_to_gpt3_175b():
     from harness.core import flops
-    from harness.core import runspec as plan
 
     sizes = {}
     for name in C.available("model"):
         cfg = C.compose([f"model={name}"])
-        sizes[name] = flops.params_nonembedding(plan.shape_of(cfg))
+        sizes[name] = flops.params_nonembedding(shapes.of_config(cfg))
     assert 0.08e6 < sizes["gpt-0.1m"] < 0.12e6
     assert sizes["gpt3-175b"] > 170e9
     assert C.compose(["model=gpt3-175b"]).model.plan_only
@@ -42,7 +42,10 @@ def test_model_ladder_spans_smoke_to_gpt3_175b():
         (["model=nope"], "Could not find 'model/nope'"),
         (["train.micro_batch=abc"], "could not be converted to Integer"),
         (["train.mirco_batch=4"], "train.mirco_batch"),
-        (["nproc=2", "train.global_batch=10"], "train.global_batch=10 is not micro_batch x grad_accum x world_size"),
+        (
+            ["nproc=2", "train.global_batch=10"],
+            "train.global_batch=10 is not micro_batch x grad_accum x world_size",
+        ),
         (["train.dtype=fp8"], "train.dtype='fp8' is not allowed: one of fp32, bf16, fp16"),
         (["engine.zero_stage=2"], "engine.zero_stage=2 is not allowed"),
         (["model=gpt3-175b"], "planning-only shape"),
@@ -66,7 +69,9 @@ def test_global_batch_divisibility_ok_when_consistent():
 
 def test_bf16_on_a_cpu_without_it(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
-    with pytest.raises(C.ConfigError, match=r"train.dtype='bf16' is not allowed: this cpu has no native bf16.*fp32"):
+    with pytest.raises(
+        C.ConfigError, match=r"train.dtype='bf16' is not allowed: this cpu has no native bf16.*fp32"
+    ):
         composed("train.dtype=bf16")
 
 
@@ -76,7 +81,9 @@ def test_bf16_allowed_on_a_cpu_with_it(monkeypatch):
 
 
 def test_cli_bad_override_is_one_message_no_traceback():
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "train", "model=nope"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "train", "model=nope"], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert "Could not find 'model/nope'" in out.stderr and "Traceback" not in out.stderr
 
@@ -89,7 +96,8 @@ def test_cli_unknown_command():
 def test_dry_run_prints_torchrun_and_starts_nothing(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "harness.cli", "train", "--dry-run", "nproc=2", f"results_dir={tmp_path}"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "torch.distributed.run" in out.stdout and "--nproc-per-node 2" in out.stdout

@@ -24,8 +24,14 @@ class StubLossFit:
     def optimal(self, C, q=(0.05, 0.95)):
         n = 0.1 * C**0.5
         iv = lambda v: {"value": v, "lo": 0.9 * v, "hi": 1.1 * v}  # noqa: E731
-        return {"C": C, "N_opt": iv(n), "D_opt": iv(C / (6 * n)), "loss": iv(1.8 + C**-0.05),
-                "tokens_per_param": iv(C / (6 * n * n)), "extrapolation_oom": 1.0}
+        return {
+            "C": C,
+            "N_opt": iv(n),
+            "D_opt": iv(C / (6 * n)),
+            "loss": iv(1.8 + C**-0.05),
+            "tokens_per_param": iv(C / (6 * n * n)),
+            "extrapolation_oom": 1.0,
+        }
 
 
 def synthetic(n: int = 24, noise: float = 0.1, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -77,26 +83,48 @@ def test_kaplan_published_constants_are_labelled():
 
 def _record(root, i, loss, b, vocab=256, with_metrics=False):
     run = root / f"r{i}"
-    write_record(run, {
-        "status": "completed", "kind": "train", "run_id": f"r{i}", "sweep": "s",
-        "model": {"name": "m", "params_nonembedding": 1000 * (i + 1), "vocab_size": vocab},
-        "parallel": {"world_size": 2},
-        "training": {"tokens_trained": 1e6, "heldout_loss": loss, "final_train_loss": loss,
-                     "noise_scale": {"b_simple_tokens": b}},
-    })
+    write_record(
+        run,
+        {
+            "status": "completed",
+            "kind": "train",
+            "run_id": f"r{i}",
+            "sweep": "s",
+            "model": {"name": "m", "params_nonembedding": 1000 * (i + 1), "vocab_size": vocab},
+            "parallel": {"world_size": 2},
+            "training": {
+                "tokens_trained": 1e6,
+                "heldout_loss": loss,
+                "final_train_loss": loss,
+                "noise_scale": {"b_simple_tokens": b},
+            },
+        },
+    )
     if with_metrics:  # a falling loss with the law's noise scale at each step
         steps = np.linspace(loss * 1.6, loss, 50)
-        lines = [json.dumps({"step": k, "loss": float(L), "b_simple": float(B_STAR / L ** (1 / ALPHA_B))})
-                 for k, L in enumerate(steps)]
-        (run / "metrics.jsonl").write_text("\n".join([*lines, json.dumps({"step": 49, "heldout_loss": loss})]) + "\n")
+        lines = [
+            json.dumps({"step": k, "loss": float(L), "b_simple": float(B_STAR / L ** (1 / ALPHA_B))})
+            for k, L in enumerate(steps)
+        ]
+        (run / "metrics.jsonl").write_text(
+            "\n".join([*lines, json.dumps({"step": 49, "heldout_loss": loss})]) + "\n"
+        )
 
 
 def test_fit_from_records_reads_the_noise_scale_field(tmp_path):
     loss, b = synthetic(8, noise=0.05)
     for i, (lo, bb) in enumerate(zip(loss, b, strict=True)):
         _record(tmp_path, i, float(lo), float(bb), with_metrics=True)
-    write_record(tmp_path / "w1", {"status": "completed", "kind": "train", "run_id": "w1", "model": {"name": "m"},
-                                   "training": {"heldout_loss": 3.0, "noise_scale": {"b_simple_tokens": None}}})
+    write_record(
+        tmp_path / "w1",
+        {
+            "status": "completed",
+            "kind": "train",
+            "run_id": "w1",
+            "model": {"name": "m"},
+            "training": {"heldout_loss": 3.0, "noise_scale": {"b_simple_tokens": None}},
+        },
+    )
     law = CB.fit_from_records(tmp_path, n_bootstrap=200)
     assert law.n_points == 8 and law.alpha_B == pytest.approx(ALPHA_B, rel=0.15)
     assert "nats per byte" in law.loss_unit and "b_simple_tokens" in law.source

@@ -22,7 +22,10 @@ def test_prepare_splits_by_document_and_is_reproducible(corpus, tmp_path):
     meta = D.prepare([corpus], tmp_path / "a", heldout_frac=0.1)
     meta2 = D.prepare([corpus], tmp_path / "b", heldout_frac=0.1)
     assert meta == meta2
-    assert 5 <= meta["n_heldout_documents"] <= 40 and meta["n_train_documents"] + meta["n_heldout_documents"] == 200
+    assert (
+        5 <= meta["n_heldout_documents"] <= 40
+        and meta["n_train_documents"] + meta["n_heldout_documents"] == 200
+    )
     td = D.TokenData.open(tmp_path / "a")
     assert len(td.train) == meta["n_train_tokens"] and len(td.heldout) == meta["n_heldout_tokens"]
     # Held-out documents never appear in the train stream.

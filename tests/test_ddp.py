@@ -22,9 +22,20 @@ def test_gradients_and_parameters_identical_across_ranks(tmp_path):
     cfg = C.compose([*SMALL, "nproc=2", f"results_dir={tmp_path}"])
     run_dir = launch.prepare_run(cfg)
     out = tmp_path / "sync.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(HERE / "dist_sync_check.py"), str(run_dir), str(out)]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HERE / "dist_sync_check.py"),
+        str(run_dir),
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["initial_param_diff"] == 0.0  # DDP broadcasts rank 0's weights at wrap time
@@ -45,13 +56,24 @@ def test_two_processes_match_one_process_with_same_global_batch(run_train):
     assert len(curves[0]) == len(curves[1]) == len(curves[2]) == one.record["batch"]["steps"] > 10
     for other in curves[1:]:
         assert other == pytest.approx(curves[0], rel=1e-5, abs=1e-6)
-    assert two.record["training"]["heldout_loss"] == pytest.approx(one.record["training"]["heldout_loss"], rel=1e-5)
+    assert two.record["training"]["heldout_loss"] == pytest.approx(
+        one.record["training"]["heldout_loss"], rel=1e-5
+    )
 
 
 def test_harness_train_cli_two_processes_leaves_complete_record(tmp_path):
     res = tmp_path / "results"
-    cmd = [sys.executable, "-m", "harness.cli", "train", "nproc=2", "model=gpt-0.1m", "train.tokens=60000",
-           "train.seq_len=64", f"results_dir={res}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        "nproc=2",
+        "model=gpt-0.1m",
+        "train.tokens=60000",
+        "train.seq_len=64",
+        f"results_dir={res}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     [path] = list(res.rglob("record.json"))
@@ -62,12 +84,17 @@ def test_harness_train_cli_two_processes_leaves_complete_record(tmp_path):
     assert 0 < tr["heldout_loss"] < tr["initial_loss"]
     assert tr["tokens_trained"] >= 60000 and rec["batch"]["global_batch_tokens"] == 2 * 8 * 64
     assert ti["timed_steps"] == rec["batch"]["steps"] - ti["timing_warmup_steps"]
-    assert len(ti["per_rank_step_time_median_s"]) == 2 and ti["step_time_p90_s"] >= ti["step_time_median_s"] > 0
+    assert (
+        len(ti["per_rank_step_time_median_s"]) == 2 and ti["step_time_p90_s"] >= ti["step_time_median_s"] > 0
+    )
     assert ti["comm_bytes_per_step"] > 0 and ti["comm_time_median_s"] > 0
     assert th["tokens_per_s_per_device"] == pytest.approx(th["tokens_per_s"] / 2)
     assert th["peak_source"] == "measured_cpu_matmul_fp32" and 0 < th["mfu"] < 1
     assert rec["parallel"]["backend"] == "gloo" and rec["parallel"]["world_size"] == 2
-    assert len(rec["memory"]["peak_bytes_per_rank"]) == 2 and rec["memory"]["optimizer_state_bytes_per_rank"][0] > 0
+    assert (
+        len(rec["memory"]["peak_bytes_per_rank"]) == 2
+        and rec["memory"]["optimizer_state_bytes_per_rank"][0] > 0
+    )
     env = rec["environment"]
     assert env["packages"]["torch"] and env["hosts"] and env["world_size"] == 2 and "git_commit" in env
     assert (path.parent / "config.yaml").exists() and (path.parent / "metrics.jsonl").exists()
@@ -128,7 +155,11 @@ def test_hung_rank_ends_within_collective_timeout(run_train, monkeypatch):
     assert out.status == "failed" and time.time() - start < 120
     failure = out.record["failure"]
     assert failure["returncode"] != 0
-    assert failure["rank"] == 1 and failure["type"] == "Hang" and "rank 1 stopped in step 2" in failure["message"]
+    assert (
+        failure["rank"] == 1
+        and failure["type"] == "Hang"
+        and "rank 1 stopped in step 2" in failure["message"]
+    )
 
 
 def test_launcher_timeout_kills_a_silent_run(run_train, monkeypatch):

@@ -17,6 +17,7 @@ import pytest
 from conftest import SMALL, metrics_rows
 
 from harness.core import config as C
+from harness.core import shapes
 from harness.worker.engines.ds_config import ds_config
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
@@ -43,9 +44,13 @@ def compose(*overrides: str):
 # ----------------------------------------------------------------------------- ds_config (pure)
 
 
-@pytest.mark.parametrize("micro, accum, nproc, nnodes", [(4, 1, 1, 1), (4, 2, 2, 1), (2, 8, 8, 4), (1, 3, 5, 2)])
+@pytest.mark.parametrize(
+    "micro, accum, nproc, nnodes", [(4, 1, 1, 1), (4, 2, 2, 1), (2, 8, 8, 4), (1, 3, 5, 2)]
+)
 def test_batch_sizes_consistent_by_construction(micro, accum, nproc, nnodes):
-    cfg = compose(f"train.micro_batch={micro}", f"train.grad_accum={accum}", f"nproc={nproc}", f"nnodes={nnodes}")
+    cfg = compose(
+        f"train.micro_batch={micro}", f"train.grad_accum={accum}", f"nproc={nproc}", f"nnodes={nnodes}"
+    )
     d = ds_config(cfg)
     assert d["train_micro_batch_size_per_gpu"] == micro and d["gradient_accumulation_steps"] == accum
     assert d["train_batch_size"] == micro * accum * nproc * nnodes == C.global_batch(cfg)
@@ -100,8 +105,13 @@ def test_deepspeed_parses_it_to_the_same_values(monkeypatch, stage, dtype):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    cfg = compose("nproc=1", "train.grad_clip=0.7", "engine.name=deepspeed", f"engine.zero_stage={stage}",
-                  f"train.dtype={dtype}")
+    cfg = compose(
+        "nproc=1",
+        "train.grad_clip=0.7",
+        "engine.name=deepspeed",
+        f"engine.zero_stage={stage}",
+        f"train.dtype={dtype}",
+    )
     parsed = DeepSpeedConfig(ds_config(cfg))
     assert parsed.train_batch_size == C.global_batch(cfg) == 8
     assert parsed.gradient_accumulation_steps == 2 and parsed.train_micro_batch_size_per_gpu == 4
@@ -124,7 +134,9 @@ def runs(tmp_path_factory):
     old = os.environ.get("HARNESS_DUMP_PARAMS")
     try:
         for name in ("ddp", 0, 1, 2, 3):
-            engine = ["engine=ddp"] if name == "ddp" else ["engine.name=deepspeed", f"engine.zero_stage={name}"]
+            engine = (
+                ["engine=ddp"] if name == "ddp" else ["engine.name=deepspeed", f"engine.zero_stage={name}"]
+            )
             cfg = compose(f"results_dir={root}", *engine)
             dump = root / f"params-{name}.pt"
             os.environ["HARNESS_DUMP_PARAMS"] = str(dump)
@@ -151,11 +163,10 @@ def test_zero_matches_ddp_parameters(runs, stage):
     print(f"ZeRO-{stage}: max |param - DDP param| = {diff:.3g}")
     assert diff <= PARAM_ATOL[stage]
     # Training moved the weights by far more than the tolerance: the comparison has teeth.
-    from harness.core import runspec as plan
     from harness.worker.model import GPT
 
     torch.manual_seed(0)  # train.seed: the initial weights every rank starts from
-    init = dict(GPT(plan.shape_of(compose())).named_parameters())
+    init = dict(GPT(shapes.of_config(compose())).named_parameters())
     moved = max((ref[k] - init[k].detach()).abs().max().item() for k in ref)
     assert moved > 100 * PARAM_ATOL[3]
 
@@ -177,7 +188,11 @@ def test_each_stage_writes_a_complete_record(runs, stage):
     assert rec["run_id"].startswith(f"gpt-0.1m-deepspeed{stage}-w2-")
     tr, ti, th, mem = rec["training"], rec["timing"], rec["throughput"], rec["memory"]
     assert tr["steps"] == 8 and tr["final_train_loss"] < tr["initial_loss"] and tr["heldout_loss"] > 0
-    assert ti["timed_steps"] == 7 and ti["step_time_median_s"] > 0 and len(ti["per_rank_step_time_median_s"]) == 2
+    assert (
+        ti["timed_steps"] == 7
+        and ti["step_time_median_s"] > 0
+        and len(ti["per_rank_step_time_median_s"]) == 2
+    )
     assert ti["comm_time_median_s"] > 0 and ti["comm_bytes_per_step"] > 0  # measured deepspeed.comm intervals
     assert th["tokens_per_s"] > 0 and 0 < th["mfu"] < 1
     assert len(mem["optimizer_state_bytes_per_rank"]) == 2 and rec["environment"]["world_size"] == 2

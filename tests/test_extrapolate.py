@@ -11,7 +11,7 @@ import pytest
 from harness.analysis import extrapolate as X
 from harness.analysis import extrapolate_cmd, published
 from harness.analysis import goodput as G
-from harness.core import flops, hardware_specs
+from harness.core import flops, hardware_specs, shapes
 from harness.core.records import write_record
 
 GPT3 = flops.Shape(n_layer=96, d_model=12288, n_head=96, vocab_size=50257, seq_len=2048)
@@ -31,8 +31,14 @@ class StubLossFit:
         n = 0.1 * C**0.5
         d = C / (6 * n)
         iv = lambda v: {"value": v, "lo": 0.5 * v, "hi": 2 * v}  # noqa: E731
-        return {"C": C, "N_opt": iv(n), "D_opt": iv(d), "loss": iv(1.8 + C**-0.05),
-                "tokens_per_param": iv(d / n), "extrapolation_oom": math.log10(C / 1e22)}
+        return {
+            "C": C,
+            "N_opt": iv(n),
+            "D_opt": iv(d),
+            "loss": iv(1.8 + C**-0.05),
+            "tokens_per_param": iv(d / n),
+            "extrapolation_oom": math.log10(C / 1e22),
+        }
 
 
 # --------------------------------------------------------------------------- goodput
@@ -53,7 +59,9 @@ def test_young_daly_goodput_formula():
     assert g["goodput"] == pytest.approx(1 - 30 / tau - tau / (2 * m) - 300 / m)
     assert g["valid"]
     # Defaults reproduce Llama 3's ">90% effective training time" at 16,384 GPUs.
-    assert G.goodput(16_384, G.DEFAULT_CHECKPOINT_S, G.DEFAULT_RESTART_S)["goodput"] == pytest.approx(0.9, abs=0.01)
+    assert G.goodput(16_384, G.DEFAULT_CHECKPOINT_S, G.DEFAULT_RESTART_S)["goodput"] == pytest.approx(
+        0.9, abs=0.01
+    )
     # More GPUs, more failures, less goodput; and it never goes below zero.
     assert G.goodput(10_000, 30, 300)["goodput"] > g["goodput"]
     dead = G.goodput(10_000_000, 600, 3600)
@@ -73,8 +81,17 @@ def cal():
 @pytest.fixture(scope="module")
 def result(cal):
     hw = hardware_specs.get("H100-SXM")
-    return X.extrapolate(GPT3, hw, cal, StubLossFit(), n_gpus=100_000, days=90,
-                         counts=[64, 1024, 16384, 100_000], calibration_max_gpus=6144, measured_max_gpus=8)
+    return X.extrapolate(
+        GPT3,
+        hw,
+        cal,
+        StubLossFit(),
+        n_gpus=100_000,
+        days=90,
+        counts=[64, 1024, 16384, 100_000],
+        calibration_max_gpus=6144,
+        measured_max_gpus=8,
+    )
 
 
 def test_budget_is_gpus_times_peak_times_mfu_times_days(result):
@@ -113,7 +130,7 @@ def test_scaling_curve_reference_and_drop(result):
 
 def test_shape_for_params_is_close_to_the_target():
     for n in (1e11, 1e12, 5e12):
-        s = X.shape_for_params(n, 2048, 50257)
+        s = shapes.shape_for_params(n, 2048, 50257)
         assert flops.params_total(s) == pytest.approx(n, rel=0.25)
         assert s.n_layer % 8 == 0 and s.n_head % 8 == 0
 
@@ -125,8 +142,17 @@ def test_extrapolate_cmd_writes_json_and_markdown(tmp_path, monkeypatch, capsys)
     stub = StubLossFit()
     monkeypatch.setattr(extrapolate_cmd, "chinchilla_loss_fit", lambda n_bootstrap, seed: stub)
     monkeypatch.setattr(X, "gpu_counts", lambda n, first=8: [64, 4096, n])
-    rc = extrapolate_cmd.main(["cluster=colossus", "model=gpt3-175b", "days=30", "checkpoint_s=20",
-                               "n_bootstrap=4", "--out", str(tmp_path)])
+    rc = extrapolate_cmd.main(
+        [
+            "cluster=colossus",
+            "model=gpt3-175b",
+            "days=30",
+            "checkpoint_s=20",
+            "n_bootstrap=4",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     res = json.loads((tmp_path / "extrapolate.json").read_text())
     assert res["days"] == 30 and res["goodput"]["checkpoint_s"] == 20
@@ -156,15 +182,24 @@ def test_extrapolate_cmd_rejects_bad_arguments(capsys):
 
 def _record(tmp, i, n, tok, step, comm):
     s = flops.Shape(2, 64, 2, 256, 128)
-    write_record(tmp / f"r{i}", {
-        "status": "completed", "kind": "train", "run_id": f"r{i}",
-        "model": {"name": "gpt-tiny", "params_nonembedding": flops.params_nonembedding(s),
-                  "params_total": flops.params_total(s), "flops_per_token": flops.flops_per_token(s)},
-        "parallel": {"world_size": n, "nnodes": 1, "device": "cpu", "dtype": "fp32"},
-        "batch": {"global_batch_tokens": tok * n, "tokens_per_device_per_step": tok},
-        "timing": {"step_time_median_s": step, "comm_time_median_s": comm},
-        "throughput": {"tokens_per_s": tok * n / step},
-    })
+    write_record(
+        tmp / f"r{i}",
+        {
+            "status": "completed",
+            "kind": "train",
+            "run_id": f"r{i}",
+            "model": {
+                "name": "gpt-tiny",
+                "params_nonembedding": flops.params_nonembedding(s),
+                "params_total": flops.params_total(s),
+                "flops_per_token": flops.flops_per_token(s),
+            },
+            "parallel": {"world_size": n, "nnodes": 1, "device": "cpu", "dtype": "fp32"},
+            "batch": {"global_batch_tokens": tok * n, "tokens_per_device_per_step": tok},
+            "timing": {"step_time_median_s": step, "comm_time_median_s": comm},
+            "throughput": {"tokens_per_s": tok * n / step},
+        },
+    )
 
 
 def test_measured_records_are_fitted_through_the_record_contract(tmp_path):

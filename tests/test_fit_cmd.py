@@ -26,7 +26,7 @@ def sweep(seed: int = 0, noise: float = 0.004) -> pd.DataFrame:
     N = (opt[:, None] * np.logspace(-0.7, 0.7, 7)[None, :]).ravel()
     C = np.repeat(budgets, 7)
     D = C / (6 * N)
-    loss = (TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"])
+    loss = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
     loss = loss * np.exp(noise * rng.standard_normal(N.size))
     return pd.DataFrame({"params": N, "flop": C, "final loss": loss})
 
@@ -59,7 +59,9 @@ def test_example_chinchilla_end_to_end(tmp_path, capsys):
     assert {"kaplan_N", "kaplan_D", "kaplan_ND", "saturating", "isoflop", "envelope"} <= set(g["forms"])
     assert g["validation"]["n_test"] > 0
     table = pd.read_csv(tmp_path / "fit_table.csv")
-    assert {"group", "form", "quantity", "C", "value", "se", "lo", "hi", "extrapolation_oom"} <= set(table.columns)
+    assert {"group", "form", "quantity", "C", "value", "se", "lo", "hi", "extrapolation_oom"} <= set(
+        table.columns
+    )
     assert "leave_largest_out" in set(table["form"])
     assert "chinchilla" in out and "Epoch's published refit" in out
 
@@ -68,9 +70,26 @@ def test_csv_with_column_mapping_and_targets(tmp_path, capsys):
     csv = tmp_path / "runs.csv"
     sweep().to_csv(csv, index=False)
     out_dir = tmp_path / "fit"
-    code, out, err = run(["--csv", str(csv), "--columns", "N=params,C=flop,loss=final loss", "--bootstrap", "100",
-                          "--target-compute", "1e22", "--target-compute", "1e23", "--forms", "chinchilla,isoflop",
-                          "--out", str(out_dir), "--no-plots"], capsys)
+    code, out, err = run(
+        [
+            "--csv",
+            str(csv),
+            "--columns",
+            "N=params,C=flop,loss=final loss",
+            "--bootstrap",
+            "100",
+            "--target-compute",
+            "1e22",
+            "--target-compute",
+            "1e23",
+            "--forms",
+            "chinchilla,isoflop",
+            "--out",
+            str(out_dir),
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0, err
     d = strict_json(out_dir / "fit.json")
     forms = d["groups"]["all"]["forms"]
@@ -86,8 +105,21 @@ def test_group_by_fits_each_group(tmp_path, capsys):
     a["dataset"], b["dataset"] = "web", "code"
     csv = tmp_path / "runs.csv"
     pd.concat([a, b]).to_csv(csv, index=False)
-    code, _, err = run(["--csv", str(csv), "--columns", "N=params,C=flop,loss=final loss,group=dataset",
-                        "--bootstrap", "50", "--forms", "chinchilla,envelope", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run(
+        [
+            "--csv",
+            str(csv),
+            "--columns",
+            "N=params,C=flop,loss=final loss,group=dataset",
+            "--bootstrap",
+            "50",
+            "--forms",
+            "chinchilla,envelope",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     d = strict_json(tmp_path / "o" / "fit.json")
     assert set(d["groups"]) == {"web", "code"}
@@ -102,8 +134,20 @@ def test_unsupported_form_is_skipped_with_reason(tmp_path, capsys):
     loss = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
     csv = tmp_path / "runs.csv"
     pd.DataFrame({"N": N, "D": D, "loss": loss}).to_csv(csv, index=False)
-    code, out, err = run(["--csv", str(csv), "--bootstrap", "20", "--forms", "chinchilla,isoflop",
-                          "--out", str(tmp_path / "o"), "--no-plots"], capsys)
+    code, out, err = run(
+        [
+            "--csv",
+            str(csv),
+            "--bootstrap",
+            "20",
+            "--forms",
+            "chinchilla,isoflop",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0, err
     d = strict_json(tmp_path / "o" / "fit.json")
     assert "IsoFLOP needs at least 3 compute budgets" in d["groups"]["all"]["skipped"]["isoflop"]
@@ -113,14 +157,27 @@ def test_unsupported_form_is_skipped_with_reason(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("mutate", "columns", "pattern"),
     [
-        (lambda f: f.drop(columns=["flop"]), "N=params,C=flop,loss=final loss",
-         r"mapped column\(s\) C='flop' not found; columns found: \['params', 'final loss'\]; expected: N, loss"),
+        (
+            lambda f: f.drop(columns=["flop"]),
+            "N=params,C=flop,loss=final loss",
+            r"mapped column\(s\) C='flop' not found; columns found: \['params', 'final loss'\]; expected: N, loss",
+        ),
         (lambda f: f, "N=params,loss=final loss", r"no column for D or C; columns found: .*expected"),
-        (lambda f: f.assign(**{"final loss": f["final loss"].where(f.index != 4)}), "N=params,C=flop,loss=final loss",
-         r"column 'final loss' \(loss\)\[4\] is NaN"),
-        (lambda f: f.assign(params=f["params"].where(f.index != 2, -1.0)), "N=params,C=flop,loss=final loss",
-         r"column 'params' \(N\)\[2\] = -1.0 is not allowed.*allowed: finite values > 0"),
-        (lambda f: f, "N=params,X=flop", r"--columns key 'X' is not known; allowed keys: N, D, C, loss, group"),
+        (
+            lambda f: f.assign(**{"final loss": f["final loss"].where(f.index != 4)}),
+            "N=params,C=flop,loss=final loss",
+            r"column 'final loss' \(loss\)\[4\] is NaN",
+        ),
+        (
+            lambda f: f.assign(params=f["params"].where(f.index != 2, -1.0)),
+            "N=params,C=flop,loss=final loss",
+            r"column 'params' \(N\)\[2\] = -1.0 is not allowed.*allowed: finite values > 0",
+        ),
+        (
+            lambda f: f,
+            "N=params,X=flop",
+            r"--columns key 'X' is not known; allowed keys: N, D, C, loss, group",
+        ),
     ],
 )
 def test_bad_csv_is_one_line_exit_2(tmp_path, capsys, mutate, columns, pattern):
@@ -140,7 +197,9 @@ def test_all_forms_unsupported_exits_2(tmp_path, capsys):
     # every run at one compute budget with two model sizes: no form has enough to go on
     N = np.array([1e8, 1e9, 1e8, 1e9])
     pd.DataFrame({"N": N, "C": 1e18, "loss": [3.0, 2.8, 2.9, 2.85]}).to_csv(csv)
-    code, _, err = run(["--csv", str(csv), "--bootstrap", "0", "--out", str(tmp_path / "o"), "--no-plots"], capsys)
+    code, _, err = run(
+        ["--csv", str(csv), "--bootstrap", "0", "--out", str(tmp_path / "o"), "--no-plots"], capsys
+    )
     assert code == 2
     assert "no requested form could be fitted" in err and "chinchilla" in err and err.count("\n") == 1
 
@@ -149,7 +208,10 @@ def test_all_forms_unsupported_exits_2(tmp_path, capsys):
     ("argv", "pattern"),
     [
         ([], "one of the arguments"),
-        (["--example", "chinchilla", "--forms", "chinchilla,bogus"], r"unknown \['bogus'\]; allowed: chinchilla"),
+        (
+            ["--example", "chinchilla", "--forms", "chinchilla,bogus"],
+            r"unknown \['bogus'\]; allowed: chinchilla",
+        ),
         (["--csv", "/nonexistent/runs.csv"], "no such file"),
         (["/nonexistent/results"], "does not exist"),
         (["--example", "chinchilla", "--target-compute", "-1"], "--target-compute -1.0 is not allowed"),
@@ -171,17 +233,29 @@ def test_help_exits_0(capsys):
 def _write_runs(root: Path, frame: pd.DataFrame, heldout: bool = True) -> None:
     for i, row in frame.iterrows():
         N, C, loss = float(row["params"]), float(row["flop"]), float(row["final loss"])
-        write_record(root / "sweep" / f"run{i}", {
-            "kind": "train", "status": "completed", "run_id": f"run{i}", "sweep": "sweep",
-            "model": {"name": f"m{i}", "params_nonembedding": N, "params_total": 1.1 * N},
-            "training": {"tokens_trained": C / (6 * N), "compute_6nd": C, "final_train_loss": loss * 1.01,
-                         "heldout_loss": loss if heldout else None},
-        })
+        write_record(
+            root / "sweep" / f"run{i}",
+            {
+                "kind": "train",
+                "status": "completed",
+                "run_id": f"run{i}",
+                "sweep": "sweep",
+                "model": {"name": f"m{i}", "params_nonembedding": N, "params_total": 1.1 * N},
+                "training": {
+                    "tokens_trained": C / (6 * N),
+                    "compute_6nd": C,
+                    "final_train_loss": loss * 1.01,
+                    "heldout_loss": loss if heldout else None,
+                },
+            },
+        )
 
 
 def test_results_folder_reads_records(tmp_path, capsys):
     _write_runs(tmp_path / "results", sweep(seed=4))
-    code, out, err = run([str(tmp_path / "results"), "--bootstrap", "50", "--out", str(tmp_path / "fit")], capsys)
+    code, out, err = run(
+        [str(tmp_path / "results"), "--bootstrap", "50", "--out", str(tmp_path / "fit")], capsys
+    )
     assert code == 0, err
     d = strict_json(tmp_path / "fit" / "fit.json")
     assert d["columns"]["loss"] == "heldout_loss" and d["n_runs"] == 42
@@ -193,15 +267,40 @@ def test_records_without_heldout_loss_name_the_run(tmp_path, capsys):
     code, _, err = run([str(tmp_path / "results"), "--out", str(tmp_path / "fit")], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "run " in err and "heldout_loss = None" in err and "try --loss-column loss" in err
-    code, _, err = run([str(tmp_path / "results"), "--loss-column", "loss", "--bootstrap", "0", "--forms",
-                        "chinchilla", "--out", str(tmp_path / "fit"), "--no-plots"], capsys)
+    code, _, err = run(
+        [
+            str(tmp_path / "results"),
+            "--loss-column",
+            "loss",
+            "--bootstrap",
+            "0",
+            "--forms",
+            "chinchilla",
+            "--out",
+            str(tmp_path / "fit"),
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0, err
 
 
 def test_console_dispatch(tmp_path, capsys):
     from harness.cli import main
 
-    code = main(["fit", "--example", "chinchilla", "--bootstrap", "0", "--forms", "envelope",
-                 "--out", str(tmp_path), "--no-plots"])
+    code = main(
+        [
+            "fit",
+            "--example",
+            "chinchilla",
+            "--bootstrap",
+            "0",
+            "--forms",
+            "envelope",
+            "--out",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
     assert code == 0
     assert "envelope" in capsys.readouterr().out

@@ -34,8 +34,9 @@ def law(p: dict[str, float], N: np.ndarray, D: np.ndarray) -> np.ndarray:
     return p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
 
 
-def isoflop_sweep(p: dict[str, float], *, noise: float = 0.0, seed: int = 0, n_budgets: int = 7,
-                  sizes: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def isoflop_sweep(
+    p: dict[str, float], *, noise: float = 0.0, seed: int = 0, n_budgets: int = 7, sizes: int = 9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An IsoFLOP design around the law's own optimum, with log-normal noise on the loss."""
     rng = np.random.default_rng(seed)
     budgets = np.logspace(17, 21, n_budgets)
@@ -138,7 +139,9 @@ def test_to_dict_is_strict_json(chin_fit, chin):
     assert back["params"]["E"] == pytest.approx(chin_fit.params["E"])
     assert back["optimal"][0]["C"] == 1e24
     no_boot = ll.fit_chinchilla(*chin, n_bootstrap=0, init=ll.HOFFMANN_APPROACH3)
-    assert json.loads(json.dumps(no_boot.to_dict([1e24]), allow_nan=False))["optimal"][0]["N_opt"]["lo"] is None
+    assert (
+        json.loads(json.dumps(no_boot.to_dict([1e24]), allow_nan=False))["optimal"][0]["N_opt"]["lo"] is None
+    )
 
 
 def test_leave_largest_out_on_chinchilla(chin, chin_fit):

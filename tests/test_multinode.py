@@ -39,8 +39,9 @@ def _free_port() -> int:
 
 
 def _tx_bytes(ns: str, ifname: str) -> int:
-    out = subprocess.run(["ip", "-n", ns, "-s", "link", "show", ifname], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ip", "-n", ns, "-s", "link", "show", ifname], capture_output=True, text=True, check=True
+    ).stdout
     # "TX:  bytes packets ..." followed by the numbers line
     return int(re.search(r"TX:.*\n\s*(\d+)", out).group(1))
 
@@ -50,9 +51,20 @@ def _drivers(hosts: dict, overrides_for, timeout: float = 240) -> list[subproces
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     procs = []
     for k, (ns, (addr, ifname)) in enumerate(hosts.items()):
-        cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "harness.cli", "train",
-               *overrides_for(k, addr, ifname)]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            *overrides_for(k, addr, ifname),
+        ]
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
     outs = []
     for p in procs:
         out, _ = p.communicate(timeout=timeout)
@@ -73,9 +85,16 @@ def test_two_node_torchrun_rendezvous_across_namespaces(two_hosts, prepared_data
     tx_before = _tx_bytes(ns_b, if_b)
 
     def overrides(k: int, addr: str, ifname: str) -> list[str]:
-        return [*RUN, "launcher=multinode", f"results_dir={results}", f"launcher.rdzv_endpoint={ADDRS[0]}:{port}",
-                f"launcher.local_addr={addr}", f"launcher.socket_ifname={ifname}", "launcher.timeout_s=180",
-                "launcher.join_timeout_s=120"]
+        return [
+            *RUN,
+            "launcher=multinode",
+            f"results_dir={results}",
+            f"launcher.rdzv_endpoint={ADDRS[0]}:{port}",
+            f"launcher.local_addr={addr}",
+            f"launcher.socket_ifname={ifname}",
+            "launcher.timeout_s=180",
+            "launcher.join_timeout_s=120",
+        ]
 
     outs = _drivers(two_hosts, overrides)
     for out in outs:
@@ -99,7 +118,9 @@ def test_two_node_torchrun_rendezvous_across_namespaces(two_hosts, prepared_data
     one_node = launch.run_local(local, quiet=True)
     assert one_node.status == "completed"
     curve = [r["loss"] for r in metrics_rows(run_dir) if "loss" in r]
-    assert curve == pytest.approx([r["loss"] for r in metrics_rows(one_node.run_dir) if "loss" in r], rel=1e-6)
+    assert curve == pytest.approx(
+        [r["loss"] for r in metrics_rows(one_node.run_dir) if "loss" in r], rel=1e-6
+    )
 
 
 def test_deepspeed_launcher_two_nodes_without_ssh(two_hosts, prepared_data, tmp_path):
@@ -110,10 +131,19 @@ def test_deepspeed_launcher_two_nodes_without_ssh(two_hosts, prepared_data, tmp_
     port = _free_port()
 
     def overrides(k: int, addr: str, ifname: str) -> list[str]:
-        return [*RUN, "launcher=deepspeed", "engine.name=deepspeed", "engine.zero_stage=2",
-                f"results_dir={results}", f"launcher.hostfile={hostfile}", f"launcher.node_rank={k}",
-                f"launcher.master_addr={ADDRS[0]}", f"launcher.master_port={port}",
-                f"launcher.socket_ifname={ifname}", "launcher.timeout_s=180"]
+        return [
+            *RUN,
+            "launcher=deepspeed",
+            "engine.name=deepspeed",
+            "engine.zero_stage=2",
+            f"results_dir={results}",
+            f"launcher.hostfile={hostfile}",
+            f"launcher.node_rank={k}",
+            f"launcher.master_addr={ADDRS[0]}",
+            f"launcher.master_port={port}",
+            f"launcher.socket_ifname={ifname}",
+            "launcher.timeout_s=180",
+        ]
 
     outs = _drivers(two_hosts, overrides)
     for out in outs:
@@ -130,11 +160,21 @@ def test_deepspeed_launcher_two_nodes_without_ssh(two_hosts, prepared_data, tmp_
 
 
 def test_multinode_dry_run_prints_the_node_command(tmp_path):
-    cfg = C.compose([*RUN, "launcher=multinode", "launcher.rdzv_endpoint=node0:29400", "launcher.local_addr=node1",
-                     "launcher.socket_ifname=ib0", f"results_dir={tmp_path}"])
+    cfg = C.compose(
+        [
+            *RUN,
+            "launcher=multinode",
+            "launcher.rdzv_endpoint=node0:29400",
+            "launcher.local_addr=node1",
+            "launcher.socket_ifname=ib0",
+            f"results_dir={tmp_path}",
+        ]
+    )
     text = launch.dry_run(cfg)
     assert "--nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint node0:29400" in text
-    assert f"--rdzv-id {plan.run_id(cfg)}" in text and "is_host=false" in text and "--local-addr node1" in text
+    assert (
+        f"--rdzv-id {plan.run_id(cfg)}" in text and "is_host=false" in text and "--local-addr node1" in text
+    )
     assert "GLOO_SOCKET_IFNAME=ib0" in text and "NCCL_SOCKET_IFNAME=ib0" in text
     assert not plan.run_dir(cfg).exists()  # started nothing, wrote nothing
 
@@ -148,8 +188,16 @@ def test_multinode_needs_an_endpoint_with_several_nodes():
 def test_deepspeed_dry_run_with_hostfile(tmp_path):
     hostfile = tmp_path / "hosts"
     hostfile.write_text("# two nodes\nworker-0 slots=8\nworker-1 slots=8\n")
-    cfg = C.compose([*SMALL, "nnodes=2", "nproc=8", "launcher=deepspeed", f"launcher.hostfile={hostfile}",
-                     f"results_dir={tmp_path / 'r'}"])
+    cfg = C.compose(
+        [
+            *SMALL,
+            "nnodes=2",
+            "nproc=8",
+            "launcher=deepspeed",
+            f"launcher.hostfile={hostfile}",
+            f"results_dir={tmp_path / 'r'}",
+        ]
+    )
     text = launch.dry_run(cfg)
     assert "deepspeed.launcher.runner --hostfile" in text and "--num_nodes 2 --num_gpus 8" in text
     assert "--master_addr worker-0" in text and "--launcher pdsh" in text

@@ -31,9 +31,19 @@ def test_ema_ratio():
 @pytest.mark.parametrize("world", [2, 4])
 def test_ddp_hook_recovers_known_gradient_noise(tmp_path, world):
     out = tmp_path / "noise.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
-           str(HERE / "dist_noise_check.py"), str(out)]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(world),
+        str(HERE / "dist_noise_check.py"),
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
     # 1500 steps: the estimates' standard errors are a few percent; 10% is the stated tolerance.

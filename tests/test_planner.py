@@ -11,11 +11,11 @@ import pytest
 
 from harness.analysis.losslaw import EPOCH_REFIT
 from harness.core import config as C
-from harness.core import flops
+from harness.core import flops, shapes
 from harness.core.records import write_record
 from harness.driver import lr_rules, planner
 
-FAMILY = planner.Family(aspect=32, head_dim=32, vocab_size=256, seq_len=128)
+FAMILY = shapes.Family(aspect=32, head_dim=32, vocab_size=256, seq_len=128)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,11 @@ def test_every_run_spends_its_budget_and_the_sizes_bracket_the_optimum(plan):
 
 def test_family_makes_any_size_with_valid_heads():
     for target in (1e4, 3e4, 2e5, 1e6, 3e7, 1e9, 7e10):
-        for fam in (FAMILY, planner.Family()):
+        for fam in (FAMILY, shapes.Family()):
             s = fam.shape(target)
             assert s.d_model % s.n_head == 0
             assert flops.params_nonembedding(s) == pytest.approx(target, rel=0.35)
-    big = planner.Family().shape(1e10)
+    big = shapes.Family().shape(1e10)
     assert big.d_model % 64 == 0 and big.d_model / big.n_layer == pytest.approx(64, rel=0.5)
 
 
@@ -82,7 +82,11 @@ def test_lr_sweep_multiplies_the_rule_and_tags_each_run():
     assert len(runs) == 15
     first = runs[:3]
     assert len({(r.n, r.tokens) for r in first}) == 1
-    assert [r.settings.lr_rule for r in first] == ["deepseek-llm-2024*0.5", "deepseek-llm-2024", "deepseek-llm-2024*2"]
+    assert [r.settings.lr_rule for r in first] == [
+        "deepseek-llm-2024*0.5",
+        "deepseek-llm-2024",
+        "deepseek-llm-2024*2",
+    ]
     assert first[0].settings.lr == pytest.approx(0.5 * first[1].settings.lr)
 
 
@@ -93,8 +97,11 @@ def test_prior_from_a_harness_fit_json(tmp_path):
     p = planner.load_prior(f)
     assert p.alpha == 0.3 and str(f) in p.source
     two = tmp_path / "two.json"
-    two.write_text(__import__("json").dumps({"groups": {g: {"forms": {"chinchilla": {"params": params}}}
-                                                        for g in ("a", "b")}}))
+    two.write_text(
+        __import__("json").dumps(
+            {"groups": {g: {"forms": {"chinchilla": {"params": params}}} for g in ("a", "b")}}
+        )
+    )
     with pytest.raises(planner.PlanError, match="--prior-group"):
         planner.load_prior(two)
     assert planner.load_prior(two, "b").B == 30.0
@@ -106,14 +113,25 @@ def test_prior_from_a_harness_fit_json(tmp_path):
 
 
 def _rate_record(root, i, shape, tokens_per_s, world=1, cluster="cpu"):
-    write_record(root / f"r{i}", {
-        "status": "completed", "kind": "train", "run_id": f"r{i}", "cluster": {"name": cluster},
-        "model": {"name": f"m{i}", "flops_per_token": flops.flops_per_token(shape),
-                  "params_nonembedding": flops.params_nonembedding(shape)},
-        "parallel": {"world_size": world}, "training": {"tokens_trained": 100_000},
-        "throughput": {"tokens_per_s": tokens_per_s, "tokens_per_s_wall": tokens_per_s / 1.25},
-        "timing": {"train_wall_s": 10.0}, "duration_s": 12.0,
-    })
+    write_record(
+        root / f"r{i}",
+        {
+            "status": "completed",
+            "kind": "train",
+            "run_id": f"r{i}",
+            "cluster": {"name": cluster},
+            "model": {
+                "name": f"m{i}",
+                "flops_per_token": flops.flops_per_token(shape),
+                "params_nonembedding": flops.params_nonembedding(shape),
+            },
+            "parallel": {"world_size": world},
+            "training": {"tokens_trained": 100_000},
+            "throughput": {"tokens_per_s": tokens_per_s, "tokens_per_s_wall": tokens_per_s / 1.25},
+            "timing": {"train_wall_s": 10.0},
+            "duration_s": 12.0,
+        },
+    )
 
 
 def test_rate_model_recovers_a_per_token_overhead_and_a_flop_rate(tmp_path):
@@ -128,8 +146,13 @@ def test_rate_model_recovers_a_per_token_overhead_and_a_flop_rate(tmp_path):
     assert m.seconds(s, 1e6) == pytest.approx(1e6 * (t0 + flops.flops_per_token(s) / R) * 1.25 + 2.0)
     assert "measured" in m.source
     # one size measured at 2 processes: the 1-process size dependence, rescaled to it
-    _rate_record(tmp_path, 9, flops.Shape(2, 64, 2, 256, 128), 2 / (t0 + flops.flops_per_token(
-        flops.Shape(2, 64, 2, 256, 128)) / R), world=2)
+    _rate_record(
+        tmp_path,
+        9,
+        flops.Shape(2, 64, 2, 256, 128),
+        2 / (t0 + flops.flops_per_token(flops.Shape(2, 64, 2, 256, 128)) / R),
+        world=2,
+    )
     m2 = planner.rate_from_records(tmp_path, "cpu", 2, "cpu")
     assert m2.flops_per_s == pytest.approx(2 * R, rel=1e-6) and "scaled x2.00" in m2.source
     assert planner.rate_from_records(tmp_path, "colossus", 8, "cuda") is None
@@ -162,8 +185,21 @@ def test_emitted_yaml_composes_and_expands_into_valid_runs(tmp_path, config_dir,
     for i, d in enumerate((32, 64, 128)):
         s = flops.Shape(2, d, 2, 256, 128)
         _rate_record(res, i, s, 1.0 / (4e-6 + flops.flops_per_token(s) / 2e11), world=2)
-    argv = ["--budgets", "3e11,1e12", "--name", "iso-test", "--aspect", "32", "--head-dim", "32", "--nproc", "2",
-            "--results", str(res), "train.eval_tokens=16384"]
+    argv = [
+        "--budgets",
+        "3e11,1e12",
+        "--name",
+        "iso-test",
+        "--aspect",
+        "32",
+        "--head-dim",
+        "32",
+        "--nproc",
+        "2",
+        "--results",
+        str(res),
+        "train.eval_tokens=16384",
+    ]
     assert planner.main(argv) == 0
     out = capsys.readouterr().out
     assert "total compute" in out and "estimated wall time" in out and "deepseek-llm-2024" in out
@@ -176,7 +212,9 @@ def test_emitted_yaml_composes_and_expands_into_valid_runs(tmp_path, config_dir,
     for p in points:
         cfg = p.cfg
         assert cfg.nproc == 2 and cfg.train.lr_rule == "deepseek-llm-2024" and cfg.train.eval_tokens == 16384
-        n = flops.params_nonembedding(flops.Shape(cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, 256, 128))
+        n = flops.params_nonembedding(
+            flops.Shape(cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, 256, 128)
+        )
         c = 6 * n * cfg.train.tokens
         assert min(abs(c / b - 1) for b in (3e11, 1e12)) < 0.01
         assert C.total_steps(cfg) * C.global_batch(cfg) * cfg.train.seq_len == cfg.train.tokens
@@ -197,8 +235,15 @@ def test_shipped_isoflop_cpu_preset_is_planner_made_and_valid():
     for cfg in cfgs:
         C.validate(cfg)
         assert cfg.train.lr_rule.startswith("deepseek-llm-2024")
-        n = flops.params_nonembedding(flops.Shape(cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
-                                                  cfg.model.vocab_size, cfg.train.seq_len))
+        n = flops.params_nonembedding(
+            flops.Shape(
+                cfg.model.n_layer,
+                cfg.model.d_model,
+                cfg.model.n_head,
+                cfg.model.vocab_size,
+                cfg.train.seq_len,
+            )
+        )
         by_budget.setdefault(round(math.log10(6 * n * cfg.train.tokens), 1), []).append(n)
     assert len(by_budget) >= 3 and all(len(v) >= 5 for v in by_budget.values())
     prior = planner.epoch_prior()
@@ -264,11 +309,20 @@ def test_records_table_carries_the_lr_rule_and_best_lr_selection(tmp_path):
     from harness.core.records import records_table
 
     for i, (tag, loss) in enumerate((("deepseek-llm-2024", 2.5), ("deepseek-llm-2024*2", 2.4), (None, 2.6))):
-        train = {"lr": 0.01 * (i + 1)} | ({"lr_rule": tag} if tag else {})  # None: a record from before lr_rule
-        write_record(tmp_path / f"r{i}", {
-            "status": "completed", "kind": "train", "run_id": f"r{i}", "config": {"train": train},
-            "model": {"name": "m", "params_nonembedding": 1000}, "training": {"tokens_trained": 5000,
-                                                                             "heldout_loss": loss}})
+        train = {"lr": 0.01 * (i + 1)} | (
+            {"lr_rule": tag} if tag else {}
+        )  # None: a record from before lr_rule
+        write_record(
+            tmp_path / f"r{i}",
+            {
+                "status": "completed",
+                "kind": "train",
+                "run_id": f"r{i}",
+                "config": {"train": train},
+                "model": {"name": "m", "params_nonembedding": 1000},
+                "training": {"tokens_trained": 5000, "heldout_loss": loss},
+            },
+        )
     t = records_table(tmp_path).sort_values("lr")
     assert list(t["lr_rule"].fillna("manual")) == ["deepseek-llm-2024", "deepseek-llm-2024*2", "manual"]
     best = lr_rules.select_best_lr(t)

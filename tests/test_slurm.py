@@ -25,7 +25,9 @@ from harness.core.records import read_record
 from harness.driver import launch
 
 pytest.importorskip("submitit", reason="submitit is not installed (pip install -e '.[slurm]')")
-pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed")
+pytest.importorskip(
+    "hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed"
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "tests" / "slurm"
@@ -53,7 +55,9 @@ def slurm():
     # Not under pytest's tmp dirs: munged refuses socket directories others could reach into
     # and pytest's are 0700 for root only, which slurmd's job steps must traverse.
     root = Path(tempfile.mkdtemp(prefix="harness-slurm-", dir="/tmp"))
-    start = subprocess.run([str(HERE / "start_cluster.sh"), str(root)], capture_output=True, text=True, timeout=60)
+    start = subprocess.run(
+        [str(HERE / "start_cluster.sh"), str(root)], capture_output=True, text=True, timeout=60
+    )
     try:
         if start.returncode != 0:
             pytest.fail(f"the test cluster did not start:\n{start.stdout}\n{start.stderr}")
@@ -74,7 +78,9 @@ def _check_complete(rec: dict) -> None:
     assert rec["status"] == "completed" and rec["failure"] is None
     tr, ti = rec["training"], rec["timing"]
     assert tr["final_train_loss"] < tr["initial_loss"] and tr["heldout_loss"] > 0
-    assert ti["timed_steps"] > 0 and ti["comm_time_median_s"] > 0 and len(ti["per_rank_step_time_median_s"]) == 2
+    assert (
+        ti["timed_steps"] > 0 and ti["comm_time_median_s"] > 0 and len(ti["per_rank_step_time_median_s"]) == 2
+    )
     assert rec["parallel"]["world_size"] == 2 and rec["environment"]["world_size"] == 2
 
 
@@ -142,11 +148,26 @@ def test_failing_rank_in_slurm_job_leaves_failed_record(slurm, tmp_path, monkeyp
 
 
 def test_slurm_dry_run_prints_the_batch_script_and_node_command(tmp_path):
-    cfg = C.compose([*SMALL, "nnodes=2", "nproc=4", "launcher=slurm", "launcher.partition=gpu",
-                     "launcher.cpus_per_task=16", "launcher.time_min=30", f"results_dir={tmp_path}"])
+    cfg = C.compose(
+        [
+            *SMALL,
+            "nnodes=2",
+            "nproc=4",
+            "launcher=slurm",
+            "launcher.partition=gpu",
+            "launcher.cpus_per_task=16",
+            "launcher.time_min=30",
+            f"results_dir={tmp_path}",
+        ]
+    )
     text = launch.dry_run(cfg)
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=gpu",
-                 "#SBATCH --cpus-per-task=16", "#SBATCH --time=30"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=16",
+        "#SBATCH --time=30",
+    ):
         assert line in text
     assert "srun" in text and "submitit.core._submit" in text
     assert "--nnodes 2 --nproc-per-node 4 --rdzv-backend c10d" in text and "OMP_NUM_THREADS=4" in text
@@ -161,7 +182,9 @@ def two_node_slurm():
     """Two SLURM nodes, each slurmd in its own network namespace (10.200.0.1, 10.200.0.2, joined
     by a veth pair whose ends are both named hsv0, as a cluster's nodes share interface names);
     slurmctld lives in the first. Yields (first namespace, cluster dir)."""
-    why = _why_no_cluster() or (None if shutil.which("ip") and shutil.which("nsenter") else "needs ip and nsenter")
+    why = _why_no_cluster() or (
+        None if shutil.which("ip") and shutil.which("nsenter") else "needs ip and nsenter"
+    )
     if why:
         pytest.skip(why)
     tag = f"s{os.getpid() % 100000}"
@@ -182,11 +205,18 @@ def two_node_slurm():
             ip("-n", n, "link", "set", "hsv0", "up")
             ip("-n", n, "link", "set", "lo", "up")
         nodes = f"nodea=10.200.0.1@{ns[0]} nodeb=10.200.0.2@{ns[1]}"
-        start = subprocess.run([str(HERE / "start_cluster.sh"), str(root), "1"], env=dict(os.environ, NODES=nodes),
-                               capture_output=True, text=True, timeout=60)
+        start = subprocess.run(
+            [str(HERE / "start_cluster.sh"), str(root), "1"],
+            env=dict(os.environ, NODES=nodes),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if start.returncode != 0:
             pytest.fail(f"the two-node test cluster did not start:\n{start.stdout}\n{start.stderr}")
-        env = dict(os.environ, SLURM_CONF=str(root / "slurm.conf"), PATH=f"{HERE / 'bin'}:{os.environ['PATH']}")
+        env = dict(
+            os.environ, SLURM_CONF=str(root / "slurm.conf"), PATH=f"{HERE / 'bin'}:{os.environ['PATH']}"
+        )
         yield ns[0], env
     finally:
         subprocess.run([str(HERE / "stop_cluster.sh"), str(root)], capture_output=True, timeout=60)
@@ -197,9 +227,25 @@ def two_node_slurm():
 
 def test_srun_spans_two_nodes_in_two_namespaces(two_node_slurm):
     ns, env = two_node_slurm
-    out = subprocess.run(["ip", "netns", "exec", ns, "srun", "-N2", "-n2", "sh", "-c",
-                          "echo $SLURMD_NODENAME $(ip -4 -o addr show dev hsv0)"],
-                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "srun",
+            "-N2",
+            "-n2",
+            "sh",
+            "-c",
+            "echo $SLURMD_NODENAME $(ip -4 -o addr show dev hsv0)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     lines = sorted(out.splitlines())
     assert lines[0].startswith("nodea") and "10.200.0.1/24" in lines[0]
     assert lines[1].startswith("nodeb") and "10.200.0.2/24" in lines[1]
@@ -208,8 +254,23 @@ def test_srun_spans_two_nodes_in_two_namespaces(two_node_slurm):
 def test_hydra_submitit_launcher_two_node_job(two_node_slurm, tmp_path):
     """Hydra's submitit launcher, nnodes=2: one task per node, torchrun rendezvous across the link."""
     ns, env = two_node_slurm
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "harness.cli", "train", *SMALL, "nnodes=2", "nproc=1",
-           "launcher=slurm", "launcher.cpus_per_task=1", "launcher.socket_ifname=hsv0", f"results_dir={tmp_path}"]
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        *SMALL,
+        "nnodes=2",
+        "nproc=1",
+        "launcher=slurm",
+        "launcher.cpus_per_task=1",
+        "launcher.socket_ifname=hsv0",
+        f"results_dir={tmp_path}",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     [path] = list(tmp_path.rglob("record.json"))

@@ -26,16 +26,22 @@ def test_expand_grid_ids_are_stable_and_distinct(tmp_path):
 
 
 def test_tokens_per_param_and_invalid_points(tmp_path):
-    sw = sweep_cfg(models=["gpt-0.1m"], tokens=[], tokens_per_param=[2.0], nproc=[1],
-                   points=["model=gpt-0.1m train.global_batch=7"])
+    sw = sweep_cfg(
+        models=["gpt-0.1m"],
+        tokens=[],
+        tokens_per_param=[2.0],
+        nproc=[1],
+        points=["model=gpt-0.1m train.global_batch=7"],
+    )
     pts = expand(sw, [f"results_dir={tmp_path}"])
     assert pts[0].cfg.train.tokens == 2 * 100_096
     assert pts[1].cfg is None and "train.global_batch=7" in pts[1].error
 
 
 def test_failed_point_is_recorded_others_finish_rerun_runs_only_it(tmp_path, monkeypatch):
-    sw = sweep_cfg(models=[], tokens=[], points=["model=gpt-0.03m nproc=1", "model=gpt-0.03m nproc=2"],
-                   overrides=SMALL)
+    sw = sweep_cfg(
+        models=[], tokens=[], points=["model=gpt-0.03m nproc=1", "model=gpt-0.03m nproc=2"], overrides=SMALL
+    )
     user = [f"results_dir={tmp_path}"]
     monkeypatch.setenv("HARNESS_FAULT", "raise@1:1")  # only the 2-process point has a rank 1
     first = run_sweep(sw, user, log=lambda *_: None)
@@ -80,16 +86,23 @@ def test_runs_recorded_by_an_older_version_are_found_not_rerun(tmp_path):
     [point] = expand(sw, [f"results_dir={tmp_path}"])
     old_config = C.to_container(point.cfg)
     del old_config["train"]["lr_rule"], old_config["train"]["resume"]  # keys added later
-    write_record(tmp_path / "smoke" / "renamed-old-id", {
-        "kind": "train", "run_id": "renamed-old-id", "status": "completed", "config": old_config})
+    write_record(
+        tmp_path / "smoke" / "renamed-old-id",
+        {"kind": "train", "run_id": "renamed-old-id", "status": "completed", "config": old_config},
+    )
     logs: list[str] = []
     records = run_sweep(sw, [f"results_dir={tmp_path}"], log=logs.append)
     assert "1 already recorded, 0 to run" in logs[0] and records[0]["run_id"] == "renamed-old-id"
 
 
 def test_several_points_at_once(tmp_path):
-    sw = sweep_cfg(models=[], tokens=[], points=["model=gpt-0.03m nproc=1", "model=gpt-0.03m nproc=1 train.seed=1"],
-                   overrides=SMALL, parallel=2)
+    sw = sweep_cfg(
+        models=[],
+        tokens=[],
+        points=["model=gpt-0.03m nproc=1", "model=gpt-0.03m nproc=1 train.seed=1"],
+        overrides=SMALL,
+        parallel=2,
+    )
     logs: list[str] = []
     records = run_sweep(sw, [f"results_dir={tmp_path}"], log=logs.append)
     assert [r["status"] for r in records] == ["completed", "completed"]

@@ -26,7 +26,9 @@ C = T.Coefficients(e_mm=0.7, mem_bytes=500.0)
 def test_dp_allreduce_inside_one_node_is_one_nvlink_ring():
     lay = Layout(dp=8, grad_bytes=2)
     grads = T.params_per_gpu(SMALL, lay) * 2
-    expect = commmodel.collective_time("all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff)
+    expect = commmodel.collective_time(
+        "all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff
+    )
     assert T.dp_comm_time(SMALL, lay, H100, C) == pytest.approx(expect)
 
 
@@ -43,9 +45,16 @@ def test_dp_group_spanning_nodes_is_hierarchical():
     # 16 replicas, 8 per node: the op over 8 on NVLink, then the 1/8 shard over 2 nodes on the NICs.
     lay = Layout(dp=16, grad_bytes=2)
     grads = T.params_per_gpu(SMALL, lay) * 2
-    intra = commmodel.collective_time("all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff)
-    inter = commmodel.collective_time("all_reduce", grads / 8, 2, H100.inter_alpha,
-                                      H100.inter_bw * C.inter_bw_eff * H100.nic_effective_fraction)
+    intra = commmodel.collective_time(
+        "all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff
+    )
+    inter = commmodel.collective_time(
+        "all_reduce",
+        grads / 8,
+        2,
+        H100.inter_alpha,
+        H100.inter_bw * C.inter_bw_eff * H100.nic_effective_fraction,
+    )
     assert T.dp_comm_time(SMALL, lay, H100, C) == pytest.approx(intra + inter)
     flat = T.dp_comm_time(SMALL, replace(lay, dp_collective="flat"), H100, C)
     assert flat > 2 * (intra + inter)  # every byte through one NIC per GPU
@@ -96,9 +105,12 @@ def test_activation_formulas_match_korthikanti():
     a_s_h = 5 * s.n_head * s.seq_len / s.d_model
     assert activation_bytes_per_layer(s, Layout()) == pytest.approx(sbh * (34 + a_s_h))
     assert activation_bytes_per_layer(s, Layout(tp=8)) == pytest.approx(sbh * (10 + (24 + a_s_h) / 8))
-    assert activation_bytes_per_layer(s, Layout(tp=8, sequence_parallel=True)) == pytest.approx(sbh * (34 + a_s_h) / 8)
-    assert activation_bytes_per_layer(s, Layout(tp=8, sequence_parallel=True, recompute="selective")) == \
-        pytest.approx(sbh * 34 / 8)
+    assert activation_bytes_per_layer(s, Layout(tp=8, sequence_parallel=True)) == pytest.approx(
+        sbh * (34 + a_s_h) / 8
+    )
+    assert activation_bytes_per_layer(
+        s, Layout(tp=8, sequence_parallel=True, recompute="selective")
+    ) == pytest.approx(sbh * 34 / 8)
     assert activation_bytes_per_layer(s, Layout(recompute="full")) == pytest.approx(2 * sbh)
 
 
@@ -119,8 +131,12 @@ def test_gpt3_pure_dp_does_not_fit_80gb_but_tp8_pp8_does():
     assert not pure.ok
     assert any(r.startswith("memory") for r in pure.reasons)
     assert pure.memory["model_states_bytes"] > 2.5e12  # 175B x 16 bytes
-    mp = check(GPT3, Layout(tp=8, pp=8, dp=16, num_micro_batches=64, recompute="selective",
-                            sequence_parallel=True), H100.memory_bytes, 8)
+    mp = check(
+        GPT3,
+        Layout(tp=8, pp=8, dp=16, num_micro_batches=64, recompute="selective", sequence_parallel=True),
+        H100.memory_bytes,
+        8,
+    )
     assert mp.ok, mp.reasons
     assert mp.memory["total_bytes"] < 80e9
 
@@ -133,8 +149,9 @@ def test_infeasible_layouts_are_reported_not_predicted():
     assert not p.feasible and math.isnan(p.t_step) and math.isnan(p.mfu)
     assert any("memory" in r for r in p.reasons)
 
-    crit = T.predict_step(SMALL, Layout(dp=8, micro_batch=8, num_micro_batches=4), H100, C,
-                          critical_batch_tokens=100_000)
+    crit = T.predict_step(
+        SMALL, Layout(dp=8, micro_batch=8, num_micro_batches=4), H100, C, critical_batch_tokens=100_000
+    )
     assert not crit.feasible and any("critical batch" in r for r in crit.reasons)
 
     r = check(SMALL, Layout(dp=64), H100.memory_bytes, 8, global_batch_seqs=32)
@@ -183,18 +200,34 @@ TRUE = {"rate": 2.0e12, "overlap": 0.6, "straggler_cv": 0.02, "alpha": 4e-5, "bu
 def synthetic_runs(noise: float = 0.005, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
-    shapes = [flops.Shape(2, 64, 2, 256, 128), flops.Shape(4, 256, 4, 256, 128), flops.Shape(8, 640, 8, 256, 128)]
+    shapes = [
+        flops.Shape(2, 64, 2, 256, 128),
+        flops.Shape(4, 256, 4, 256, 128),
+        flops.Shape(8, 640, 8, 256, 128),
+    ]
     p = np.array([TRUE[k] for k in T.MEASURED_PARAMS])
     for s in shapes:
         for tok in (1024, 4096, 16384):
             for n in (1, 2, 3, 4, 6, 8):
                 x = T._measured_inputs(n, tok, flops.flops_per_token(s), flops.params_total(s), 4.0)
                 t = float(T._measured_model(p, *x)) * math.exp(rng.normal(0, noise))
-                comm = float(x[3] * TRUE["alpha"] + x[4] * x[2] / TRUE["busbw"]) * math.exp(rng.normal(0, noise))
-                rows.append({"model": f"m{s.d_model}", "N": flops.params_nonembedding(s),
-                             "N_total": flops.params_total(s), "flops_per_token": flops.flops_per_token(s),
-                             "world_size": n, "tokens_per_device_per_step": tok, "step_time_s": t,
-                             "comm_time_s": comm if n > 1 else None, "tokens_per_s": tok * n / t, "dtype": "fp32"})
+                comm = float(x[3] * TRUE["alpha"] + x[4] * x[2] / TRUE["busbw"]) * math.exp(
+                    rng.normal(0, noise)
+                )
+                rows.append(
+                    {
+                        "model": f"m{s.d_model}",
+                        "N": flops.params_nonembedding(s),
+                        "N_total": flops.params_total(s),
+                        "flops_per_token": flops.flops_per_token(s),
+                        "world_size": n,
+                        "tokens_per_device_per_step": tok,
+                        "step_time_s": t,
+                        "comm_time_s": comm if n > 1 else None,
+                        "tokens_per_s": tok * n / t,
+                        "dtype": "fp32",
+                    }
+                )
     return pd.DataFrame(rows)
 
 

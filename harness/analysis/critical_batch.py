@@ -35,10 +35,15 @@ import numpy as np
 # tokenization-dependent.
 KAPLAN_B_STAR = 2.0e8  # tokens (GPT-2 BPE)
 KAPLAN_ALPHA_B = 0.21
-KAPLAN_SOURCE = ("Kaplan et al. 2020 (arXiv:2001.08361, Sec. 5.1, eq. 1.4): published B* = 2e8 tokens, alpha_B = 0.21, "
-                 "fitted on GPT-2 BPE tokens of WebText2 with L in nats per BPE token; no interval published")
+KAPLAN_SOURCE = (
+    "Kaplan et al. 2020 (arXiv:2001.08361, Sec. 5.1, eq. 1.4): published B* = 2e8 tokens, alpha_B = 0.21, "
+    "fitted on GPT-2 BPE tokens of WebText2 with L in nats per BPE token; no interval published"
+)
 RECORD_COLUMN = "b_simple"  # records_table column: training.noise_scale.b_simple_tokens
-RECORD_FIELDS = ("training.noise_scale.b_simple_tokens", "training.noise_scale_b_simple")  # current, brief's name
+RECORD_FIELDS = (
+    "training.noise_scale.b_simple_tokens",
+    "training.noise_scale_b_simple",
+)  # current, brief's name
 METRICS_FIELD = "b_simple"
 MIN_POINTS = 3
 
@@ -66,8 +71,9 @@ class CriticalBatchFit:
         L = np.asarray(loss, dtype=float)
         return self.B_star / L ** (1.0 / self.alpha_B)
 
-    def predict(self, loss: float, q: tuple[float, float] = (0.05, 0.95), *, scatter: bool = False,
-                seed: int = 0) -> dict[str, Any]:
+    def predict(
+        self, loss: float, q: tuple[float, float] = (0.05, 0.95), *, scatter: bool = False, seed: int = 0
+    ) -> dict[str, Any]:
         """B_crit at ``loss`` with a bootstrap interval (of the law; ``scatter`` adds one run's scatter).
 
         ``extrapolated`` says whether the loss lies outside the fitted runs' losses, and by what factor.
@@ -76,8 +82,14 @@ class CriticalBatchFit:
         if not (math.isfinite(L) and L > 0):
             raise CriticalBatchError(f"loss {loss!r}; allowed: finite > 0")
         value = float(self.predict_array(L))
-        out: dict[str, Any] = {"loss": L, "value": value, "lo": value, "hi": value, "unit": "tokens",
-                               "loss_unit": self.loss_unit}
+        out: dict[str, Any] = {
+            "loss": L,
+            "value": value,
+            "lo": value,
+            "hi": value,
+            "unit": "tokens",
+            "loss_unit": self.loss_unit,
+        }
         if len(self.boot):
             draws = np.exp(self.boot[:, 0] - self.boot[:, 1] * math.log(L))
             if scatter and self.resid_sd > 0:
@@ -93,26 +105,46 @@ class CriticalBatchFit:
 
     def interval(self, q: tuple[float, float] = (0.05, 0.95)) -> dict[str, dict[str, float]]:
         if not len(self.boot):
-            return {"B_star": {"value": self.B_star, "lo": self.B_star, "hi": self.B_star},
-                    "alpha_B": {"value": self.alpha_B, "lo": self.alpha_B, "hi": self.alpha_B}}
+            return {
+                "B_star": {"value": self.B_star, "lo": self.B_star, "hi": self.B_star},
+                "alpha_B": {"value": self.alpha_B, "lo": self.alpha_B, "hi": self.alpha_B},
+            }
         b = np.exp(np.quantile(self.boot[:, 0], q))
         k = self.boot[:, 1]
         a = 1.0 / np.quantile(k[k > 0], q[::-1]) if (k > 0).any() else np.array([math.nan, math.nan])
-        return {"B_star": {"value": self.B_star, "lo": float(b[0]), "hi": float(b[1])},
-                "alpha_B": {"value": self.alpha_B, "lo": float(a[0]), "hi": float(a[1])}}
+        return {
+            "B_star": {"value": self.B_star, "lo": float(b[0]), "hi": float(b[1])},
+            "alpha_B": {"value": self.alpha_B, "lo": float(a[0]), "hi": float(a[1])},
+        }
 
     def to_dict(self, q: tuple[float, float] = (0.05, 0.95)) -> dict[str, Any]:
-        return {"form": "B_crit(L) = B* / L^(1/alpha_B)", "B_star_tokens": self.B_star, "alpha_B": self.alpha_B,
-                "intervals": self.interval(q), "quantiles": list(q), "n_points": self.n_points,
-                "loss_range": list(self.loss_range), "resid_sd_log": self.resid_sd, "source": self.source,
-                "loss_unit": self.loss_unit, "n_bootstrap": len(self.boot),
-                "n_bootstrap_failed": self.n_bootstrap_failed}
+        return {
+            "form": "B_crit(L) = B* / L^(1/alpha_B)",
+            "B_star_tokens": self.B_star,
+            "alpha_B": self.alpha_B,
+            "intervals": self.interval(q),
+            "quantiles": list(q),
+            "n_points": self.n_points,
+            "loss_range": list(self.loss_range),
+            "resid_sd_log": self.resid_sd,
+            "source": self.source,
+            "loss_unit": self.loss_unit,
+            "n_bootstrap": len(self.boot),
+            "n_bootstrap_failed": self.n_bootstrap_failed,
+        }
 
 
 def kaplan_published() -> CriticalBatchFit:
     """Kaplan et al. 2020's constants as a law object (no interval: none was published)."""
-    return CriticalBatchFit(KAPLAN_B_STAR, KAPLAN_ALPHA_B, 0, (math.nan, math.nan), 0.0, KAPLAN_SOURCE,
-                            "nats per GPT-2 BPE token (WebText2)")
+    return CriticalBatchFit(
+        KAPLAN_B_STAR,
+        KAPLAN_ALPHA_B,
+        0,
+        (math.nan, math.nan),
+        0.0,
+        KAPLAN_SOURCE,
+        "nats per GPT-2 BPE token (WebText2)",
+    )
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +155,15 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ym[:, 0] - s * xm[:, 0], s
 
 
-def fit_critical_batch(loss: Any, b_tokens: Any, *, n_bootstrap: int = 2000, seed: int = 0, source: str = "",
-                       loss_unit: str = "nats per token of the runs' vocabulary") -> CriticalBatchFit:
+def fit_critical_batch(
+    loss: Any,
+    b_tokens: Any,
+    *,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    source: str = "",
+    loss_unit: str = "nats per token of the runs' vocabulary",
+) -> CriticalBatchFit:
     """Least squares of log B_simple on log L across runs, pairs bootstrap for the intervals."""
     L, B = np.asarray(loss, dtype=float).ravel(), np.asarray(b_tokens, dtype=float).ravel()
     if L.shape != B.shape:
@@ -132,15 +171,19 @@ def fit_critical_batch(loss: Any, b_tokens: Any, *, n_bootstrap: int = 2000, see
     ok = np.isfinite(L) & np.isfinite(B) & (L > 0) & (B > 0)
     L, B = L[ok], B[ok]
     if L.size < MIN_POINTS or np.unique(np.round(np.log(L), 9)).size < 2:
-        raise CriticalBatchError(f"{L.size} usable (loss > 0, noise scale > 0) point(s) with "
-                                 f"{np.unique(L).size} distinct losses; need >= {MIN_POINTS} with 2+ distinct losses")
+        raise CriticalBatchError(
+            f"{L.size} usable (loss > 0, noise scale > 0) point(s) with "
+            f"{np.unique(L).size} distinct losses; need >= {MIN_POINTS} with 2+ distinct losses"
+        )
     x, y = np.log(L), np.log(B)
     a, s = (v[0] for v in _ols(x[None], y[None]))
     k = -s  # 1/alpha_B
     if not k > 0:
-        raise CriticalBatchError(f"the noise scale does not grow as the loss falls (slope d log B / d log L = {s:.3g} "
-                                 ">= 0): Kaplan's form needs alpha_B > 0; the runs span losses "
-                                 f"{L.min():.3g}..{L.max():.3g}")
+        raise CriticalBatchError(
+            f"the noise scale does not grow as the loss falls (slope d log B / d log L = {s:.3g} "
+            ">= 0): Kaplan's form needs alpha_B > 0; the runs span losses "
+            f"{L.min():.3g}..{L.max():.3g}"
+        )
     resid = y - (a + s * x)
     resid_sd = float(np.std(resid, ddof=2)) if L.size > 2 else 0.0
     boot, failed = np.zeros((0, 2)), 0
@@ -150,8 +193,18 @@ def fit_critical_batch(loss: Any, b_tokens: Any, *, n_bootstrap: int = 2000, see
         good = np.isfinite(sb)
         failed = int((~good).sum())  # resamples with a single distinct loss: no slope
         boot = np.column_stack([ab[good], -sb[good]])
-    return CriticalBatchFit(float(math.exp(a)), float(1.0 / k), int(L.size), (float(L.min()), float(L.max())),
-                            resid_sd, source, loss_unit, boot, failed, {"loss": L, "b_tokens": B})
+    return CriticalBatchFit(
+        float(math.exp(a)),
+        float(1.0 / k),
+        int(L.size),
+        (float(L.min()), float(L.max())),
+        resid_sd,
+        source,
+        loss_unit,
+        boot,
+        failed,
+        {"loss": L, "b_tokens": B},
+    )
 
 
 # --------------------------------------------------------------------------- from run records
@@ -164,7 +217,9 @@ def records_points(root: str | Path, loss_col: str = "heldout_loss") -> Any:
     t = records_table(root)
     if t.empty:
         return t.assign(b_simple=[])
-    if RECORD_COLUMN not in t.columns or t[RECORD_COLUMN].isna().all():  # an older results.py: read it ourselves
+    if (
+        RECORD_COLUMN not in t.columns or t[RECORD_COLUMN].isna().all()
+    ):  # an older results.py: read it ourselves
         vals = []
         for path in t["path"]:
             rec, v = read_record(path), None
@@ -178,7 +233,9 @@ def records_points(root: str | Path, loss_col: str = "heldout_loss") -> Any:
             vals.append(v)
         t[RECORD_COLUMN] = vals
     if loss_col not in t.columns:
-        raise CriticalBatchError(f"loss column {loss_col!r} not in the records table; columns: {list(t.columns)}")
+        raise CriticalBatchError(
+            f"loss column {loss_col!r} not in the records table; columns: {list(t.columns)}"
+        )
     t = t[t[RECORD_COLUMN].notna() & t[loss_col].notna()]
     return t[(t[RECORD_COLUMN].astype(float) > 0) & (t[loss_col].astype(float) > 0)].reset_index(drop=True)
 
@@ -187,14 +244,19 @@ def trajectory_points(rows: list[dict], n_bins: int = 5, skip_frac: float = 0.2)
     """(loss, b_simple) along one run from its metrics.jsonl rows: after the first ``skip_frac`` of steps
     (warm-up, and the EMA still filling), ``n_bins`` consecutive windows, each its median loss and
     median (already EMA-smoothed) b_simple. Kaplan measured B_crit along training the same way."""
-    pts = [(float(r["loss"]), float(r[METRICS_FIELD])) for r in rows
-           if r.get(METRICS_FIELD) is not None and r.get("loss") is not None and "heldout_loss" not in r]
+    pts = [
+        (float(r["loss"]), float(r[METRICS_FIELD]))
+        for r in rows
+        if r.get(METRICS_FIELD) is not None and r.get("loss") is not None and "heldout_loss" not in r
+    ]
     pts = [(lo, b) for lo, b in pts if math.isfinite(lo) and math.isfinite(b) and lo > 0 and b > 0]
-    pts = pts[int(len(pts) * skip_frac):]
+    pts = pts[int(len(pts) * skip_frac) :]
     if len(pts) < n_bins:
         return []
-    return [(float(np.median([p[0] for p in chunk])), float(np.median([p[1] for p in chunk])))
-            for chunk in np.array_split(np.array(pts), n_bins)]
+    return [
+        (float(np.median([p[0] for p in chunk])), float(np.median([p[1] for p in chunk])))
+        for chunk in np.array_split(np.array(pts), n_bins)
+    ]
 
 
 def _loss_unit(table: Any) -> str:
@@ -208,8 +270,14 @@ def _loss_unit(table: Any) -> str:
     return f"nats per token (vocabulary sizes {sorted(v for v in vocab if v)})"
 
 
-def fit_from_records(root: str | Path, *, loss_col: str = "heldout_loss", trajectories: bool = False,
-                     n_bootstrap: int = 2000, seed: int = 0) -> CriticalBatchFit:
+def fit_from_records(
+    root: str | Path,
+    *,
+    loss_col: str = "heldout_loss",
+    trajectories: bool = False,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> CriticalBatchFit:
     """Fit the law to the runs under ``root`` that measured the noise scale (world size > 1).
 
     Default: one point per run, its end-of-run noise scale against ``loss_col``. ``trajectories``:
@@ -220,8 +288,10 @@ def fit_from_records(root: str | Path, *, loss_col: str = "heldout_loss", trajec
 
     t = records_points(root, loss_col)
     if t.empty:
-        raise CriticalBatchError(f"no completed run under {root} records a gradient noise scale "
-                                 f"({RECORD_FIELDS[0]}); it is measured only at world size > 1")
+        raise CriticalBatchError(
+            f"no completed run under {root} records a gradient noise scale "
+            f"({RECORD_FIELDS[0]}); it is measured only at world size > 1"
+        )
     unit = _loss_unit(t)
     if trajectories:
         pts: list[tuple[float, float]] = []
@@ -235,20 +305,29 @@ def fit_from_records(root: str | Path, *, loss_col: str = "heldout_loss", trajec
     else:
         loss, b = t[loss_col].astype(float).to_numpy(), t[RECORD_COLUMN].astype(float).to_numpy()
         how = f"{len(t)} runs' end-of-run noise scale ({RECORD_FIELDS[0]}) vs {loss_col}"
-    return fit_critical_batch(loss, b, n_bootstrap=n_bootstrap, seed=seed, loss_unit=unit,
-                              source=f"fitted to this harness's runs under {root}: {how}; B_simple (McCandlish et al. "
-                                     "2018) taken as B_crit, Kaplan et al. 2020's form")
+    return fit_critical_batch(
+        loss,
+        b,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        loss_unit=unit,
+        source=f"fitted to this harness's runs under {root}: {how}; B_simple (McCandlish et al. "
+        "2018) taken as B_crit, Kaplan et al. 2020's form",
+    )
 
 
-def choose_law(spec: str, results: str | None, loss_from_results: bool, *, n_bootstrap: int = 2000,
-               seed: int = 0) -> tuple[CriticalBatchFit, str]:
+def choose_law(
+    spec: str, results: str | None, loss_from_results: bool, *, n_bootstrap: int = 2000, seed: int = 0
+) -> tuple[CriticalBatchFit, str]:
     """The critical-batch law for ``harness extrapolate --critical-batch auto|kaplan|fit``, and why.
 
     auto: this harness's fit when --results runs measured the noise scale and the loss law was
     fitted to the same runs (the same loss unit), else Kaplan's published constants, labelled.
     """
     if spec not in ("auto", "kaplan", "fit"):
-        raise CriticalBatchError(f"--critical-batch {spec!r}; allowed: auto, kaplan, fit, or a number of tokens")
+        raise CriticalBatchError(
+            f"--critical-batch {spec!r}; allowed: auto, kaplan, fit, or a number of tokens"
+        )
     why = ""
     if spec in ("auto", "fit"):
         try:
@@ -256,19 +335,27 @@ def choose_law(spec: str, results: str | None, loss_from_results: bool, *, n_boo
                 raise CriticalBatchError("no --results folder given")
             law = fit_from_records(results, n_bootstrap=n_bootstrap, seed=seed)
             if loss_from_results or spec == "fit":
-                mismatch = "" if loss_from_results else (
-                    "; WARNING: the loss law is not fitted to these runs, so the predicted loss is in another unit")
+                mismatch = (
+                    ""
+                    if loss_from_results
+                    else (
+                        "; WARNING: the loss law is not fitted to these runs, so the predicted loss is in another unit"
+                    )
+                )
                 return law, f"fitted to the --results runs' noise scales{mismatch}"
-            why = ("the loss law is the Chinchilla one (nats per token) while the measured noise scales belong to "
-                   f"losses in {law.loss_unit}, so ")
+            why = (
+                "the loss law is the Chinchilla one (nats per token) while the measured noise scales belong to "
+                f"losses in {law.loss_unit}, so "
+            )
         except CriticalBatchError as e:
             if spec == "fit":
                 raise
             why = f"no fitted law ({e}), so "
-    note = ("Kaplan's published constants are used: they are for GPT-2 BPE tokens (nats per BPE token); "
-            + ("the loss here is nats per byte of a byte-level corpus, not comparable"
-               if loss_from_results else "the Chinchilla loss is nats per SentencePiece token on MassiveText, "
-               "comparable only roughly"))
+    note = "Kaplan's published constants are used: they are for GPT-2 BPE tokens (nats per BPE token); " + (
+        "the loss here is nats per byte of a byte-level corpus, not comparable"
+        if loss_from_results
+        else "the Chinchilla loss is nats per SentencePiece token on MassiveText, comparable only roughly"
+    )
     return kaplan_published(), (why + note) if why else note
 
 
@@ -277,30 +364,43 @@ def choose_law(spec: str, results: str | None, loss_from_results: bool, *, n_boo
 
 def main(argv: list[str]) -> int:
     """``python -m harness.analysis.critical_batch RESULTS [--loss-column C] [--trajectories] [--at-loss L ...]``"""
-    p = argparse.ArgumentParser(prog="python -m harness.analysis.critical_batch",
-                                description="Fit B_crit(L) = B*/L^(1/alpha_B) to the runs' gradient noise scales")
+    p = argparse.ArgumentParser(
+        prog="python -m harness.analysis.critical_batch",
+        description="Fit B_crit(L) = B*/L^(1/alpha_B) to the runs' gradient noise scales",
+    )
     p.add_argument("root")
     p.add_argument("--loss-column", default="heldout_loss")
-    p.add_argument("--trajectories", action="store_true", help="also use the per-step b_simple along training")
+    p.add_argument(
+        "--trajectories", action="store_true", help="also use the per-step b_simple along training"
+    )
     p.add_argument("--at-loss", type=float, action="append", default=[], help="predict B_crit at this loss")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--out", default=None, help="write the fit as JSON here")
     a = p.parse_args(argv)
     try:
-        law = fit_from_records(a.root, loss_col=a.loss_column, trajectories=a.trajectories, n_bootstrap=a.bootstrap)
+        law = fit_from_records(
+            a.root, loss_col=a.loss_column, trajectories=a.trajectories, n_bootstrap=a.bootstrap
+        )
     except CriticalBatchError as e:
         print(f"critical_batch: {e}", file=sys.stderr)
         return 2
     iv = law.interval()
-    print(f"B_crit(L) = B* / L^(1/alpha_B): B* = {law.B_star:.3g} tokens [{iv['B_star']['lo']:.3g}, "
-          f"{iv['B_star']['hi']:.3g}], alpha_B = {law.alpha_B:.3g} [{iv['alpha_B']['lo']:.3g}, {iv['alpha_B']['hi']:.3g}]"
-          f" (90%), L in {law.loss_unit}; {law.source}")
+    print(
+        f"B_crit(L) = B* / L^(1/alpha_B): B* = {law.B_star:.3g} tokens [{iv['B_star']['lo']:.3g}, "
+        f"{iv['B_star']['hi']:.3g}], alpha_B = {law.alpha_B:.3g} [{iv['alpha_B']['lo']:.3g}, {iv['alpha_B']['hi']:.3g}]"
+        f" (90%), L in {law.loss_unit}; {law.source}"
+    )
     out = law.to_dict()
     out["predictions"] = [law.predict(L) for L in a.at_loss]
     for pr in out["predictions"]:
-        print(f"  L = {pr['loss']:.4g}: B_crit = {pr['value']:.4g} tokens [{pr['lo']:.4g}, {pr['hi']:.4g}]"
-              + (f" (extrapolated x{pr['loss_factor_beyond_data']:.2f} beyond the fitted losses)"
-                 if pr["extrapolated"] else ""))
+        print(
+            f"  L = {pr['loss']:.4g}: B_crit = {pr['value']:.4g} tokens [{pr['lo']:.4g}, {pr['hi']:.4g}]"
+            + (
+                f" (extrapolated x{pr['loss_factor_beyond_data']:.2f} beyond the fitted losses)"
+                if pr["extrapolated"]
+                else ""
+            )
+        )
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0

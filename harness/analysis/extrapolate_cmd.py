@@ -15,7 +15,6 @@ and reports how many GPUs pure data parallelism can use and the model-parallel d
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,17 +22,33 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.core import flops
+from harness.core import shapes
 from harness.core.config import CONFIG_DIR, available
+from harness.core.io import write_json
 from harness.core.paths import DATA_DIR, SOURCE_ROOT
 
 DEFAULTS: dict[str, Any] = {
-    "cluster": "colossus", "model": "gpt3-175b", "days": 90.0, "checkpoint_s": 30.0, "restart_s": 300.0,
-    "batch_tokens": 16 * 2**20, "critical_batch_tokens": None, "seq_len": 2048, "gpus": None,
-    "n_bootstrap": 100, "loss_bootstrap": 1000, "seed": 0, "straggler_cv": None,
+    "cluster": "colossus",
+    "model": "gpt3-175b",
+    "days": 90.0,
+    "checkpoint_s": 30.0,
+    "restart_s": 300.0,
+    "batch_tokens": 16 * 2**20,
+    "critical_batch_tokens": None,
+    "seq_len": 2048,
+    "gpus": None,
+    "n_bootstrap": 100,
+    "loss_bootstrap": 1000,
+    "seed": 0,
+    "straggler_cv": None,
 }
 INT_KEYS = ("seq_len", "gpus", "n_bootstrap", "loss_bootstrap", "seed")
-FLAGS = {"--results": "results", "--out": "out", "--loss-law": "loss_law", "--critical-batch": "critical_batch"}
+FLAGS = {
+    "--results": "results",
+    "--out": "out",
+    "--loss-law": "loss_law",
+    "--critical-batch": "critical_batch",
+}
 CHINCHILLA_FILE = "chinchilla_epoch_svg_extracted.csv"
 MIN_LOSS_RUNS = 6
 
@@ -48,8 +63,13 @@ class HelpRequested(Exception):
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """key=value settings and --flag value / --flag=value options; unknown keys are errors."""
-    opts: dict[str, Any] = {**DEFAULTS, "results": None, "out": "results/extrapolate", "loss_law": "auto",
-                            "critical_batch": None}
+    opts: dict[str, Any] = {
+        **DEFAULTS,
+        "results": None,
+        "out": "results/extrapolate",
+        "loss_law": "auto",
+        "critical_batch": None,
+    }
     it = iter(argv)
     for tok in it:
         if tok in ("-h", "--help"):
@@ -120,8 +140,10 @@ def chinchilla_loss_fit(n_bootstrap: int, seed: int):
     n = df["Model Size"].to_numpy(float)
     d = df["Training FLOP"].to_numpy(float) / (6.0 * n)
     fit = losslaw.fit_chinchilla(n, d, df["loss"].to_numpy(float), n_bootstrap=n_bootstrap, seed=seed)
-    fit.source = (f"Chinchilla (Hoffmann et al. 2022) points as extracted by Besiroglu et al. 2024, "
-                  f"{len(df)} runs (5 highest-loss dropped), Chinchilla form, N = total parameters")
+    fit.source = (
+        f"Chinchilla (Hoffmann et al. 2022) points as extracted by Besiroglu et al. 2024, "
+        f"{len(df)} runs (5 highest-loss dropped), Chinchilla form, N = total parameters"
+    )
     return fit
 
 
@@ -137,9 +159,16 @@ def results_loss_fit(table, n_bootstrap: int, seed: int):
     d = d[(d["N"] > 0) & (d["D"] > 0) & (d["loss"] > 0)]
     if len(d) < MIN_LOSS_RUNS:
         raise losslaw.LossLawError(f"{len(d)} completed runs with N, D and loss; need >= {MIN_LOSS_RUNS}")
-    fit = losslaw.fit_chinchilla(d["N"].to_numpy(float), d["D"].to_numpy(float), d["loss"].to_numpy(float),
-                                 n_bootstrap=n_bootstrap, seed=seed)
-    fit.source = f"this harness's measured runs ({len(d)} runs), Chinchilla form, N = non-embedding parameters"
+    fit = losslaw.fit_chinchilla(
+        d["N"].to_numpy(float),
+        d["D"].to_numpy(float),
+        d["loss"].to_numpy(float),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    fit.source = (
+        f"this harness's measured runs ({len(d)} runs), Chinchilla form, N = non-embedding parameters"
+    )
     return fit
 
 
@@ -166,9 +195,11 @@ def _oom(x: float | None, what: str) -> str:
 def _measured_law_lines(m: dict[str, Any] | None) -> list[str]:
     if not m:
         return []
-    return [f"The measured runs' own law ({m['source']}) would say: N* {_fmt(m['N_opt']['value'])}, "
-            f"D* {_fmt(m['D_opt']['value'])}, loss {_fmt(m['loss']['value'])}, from "
-            f"{m['extrapolation_oom_C']:.1f} orders of magnitude beyond its largest run: not trusted."]
+    return [
+        f"The measured runs' own law ({m['source']}) would say: N* {_fmt(m['N_opt']['value'])}, "
+        f"D* {_fmt(m['D_opt']['value'])}, loss {_fmt(m['loss']['value'])}, from "
+        f"{m['extrapolation_oom_C']:.1f} orders of magnitude beyond its largest run: not trusted."
+    ]
 
 
 def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
@@ -188,15 +219,19 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
         v, iv = _iv(d, unit, pct)
         lines.append(f"| {name} | {v} | {iv} | {ext} |")
 
-    ext = [_oom(thr["extrapolation_oom_gpus_vs_published"], "largest published run"),
-           _oom(thr["extrapolation_oom_gpus_vs_measured"], "largest measured run")]
+    ext = [
+        _oom(thr["extrapolation_oom_gpus_vs_published"], "largest published run"),
+        _oom(thr["extrapolation_oom_gpus_vs_measured"], "largest measured run"),
+    ]
     row(f"MFU at {n:,} GPUs", thr["mfu"], pct=True, ext="; ".join(e for e in ext if e))
     row("tokens/s (cluster)", thr["tokens_per_s"])
     row("tokens/s per GPU", thr["tokens_per_s_per_gpu"])
     row(f"FLOP budget, {res['days']:g} days at that MFU", res["budget_flops"])
-    lines.append(f"| goodput (MTBF {gp['mtbf_s'] / 60:.0f} min, checkpoint every {gp['checkpoint_interval_s'] / 60:.1f} "
-                 f"min) | {_fmt(gp['goodput'], pct=True)} | checkpoint {gp['checkpoint_s']:g} s, restart "
-                 f"{gp['restart_s']:g} s (assumed) | |")
+    lines.append(
+        f"| goodput (MTBF {gp['mtbf_s'] / 60:.0f} min, checkpoint every {gp['checkpoint_interval_s'] / 60:.1f} "
+        f"min) | {_fmt(gp['goodput'], pct=True)} | checkpoint {gp['checkpoint_s']:g} s, restart "
+        f"{gp['restart_s']:g} s (assumed) | |"
+    )
     row("delivered FLOPs (budget x goodput) = C", res["delivered_flops"])
     row("compute-optimal N*", ll["N_opt"], ext=_oom(ll["extrapolation_oom_N"], "largest N fitted"))
     row("compute-optimal D* (tokens)", ll["D_opt"], ext=_oom(ll["extrapolation_oom_D"], "largest D fitted"))
@@ -222,11 +257,16 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
     ]
     sc = res["scaling"]
     ref = sc["reference_gpus"]
-    lines.append(f"Efficiency relative to {ref} GPUs (the smallest count with a feasible layout); first count below "
-                 f"90%: {sc['first_below_90pct'] or 'none'}.")
-    lines += ["", f"| GPUs | layout | tokens/GPU/step | MFU ({lvl}) | efficiency ({lvl}, coefficients only) | bubble | "
-              "exposed DP | exposed TP+PP |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines.append(
+        f"Efficiency relative to {ref} GPUs (the smallest count with a feasible layout); first count below "
+        f"90%: {sc['first_below_90pct'] or 'none'}."
+    )
+    lines += [
+        "",
+        f"| GPUs | layout | tokens/GPU/step | MFU ({lvl}) | efficiency ({lvl}, coefficients only) | bubble | "
+        "exposed DP | exposed TP+PP |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in sc["rows"]:
         if not r["feasible"]:
             lines.append(f"| {r['n_gpus']:,} | infeasible: {r['explanation'].split('; ')[0]} | | | | | | |")
@@ -235,9 +275,11 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
         ev, ei = _iv(r["efficiency"], pct=True)
         sh = r["shares"]
         idle = f" ({r['idle_gpus']:,} idle)" if r.get("idle_gpus") else ""
-        lines.append(f"| {r['n_gpus']:,} | {r['layout']}{idle} | {r['tokens_per_gpu_per_step']:.0f} | {mv} ({mi}) | "
-                     f"{ev} ({ei}) | {100 * sh['bubble']:.0f}% | {100 * sh['dp']:.0f}% | "
-                     f"{100 * (sh['tp'] + sh['pp']):.0f}% |")
+        lines.append(
+            f"| {r['n_gpus']:,} | {r['layout']}{idle} | {r['tokens_per_gpu_per_step']:.0f} | {mv} ({mi}) | "
+            f"{ev} ({ei}) | {100 * sh['bubble']:.0f}% | {100 * sh['dp']:.0f}% | "
+            f"{100 * (sh['tp'] + sh['pp']):.0f}% |"
+        )
     if res.get("critical_batch"):
         lines += _critical_batch_lines(res["critical_batch"])
     m = res.get("measured")
@@ -245,15 +287,19 @@ def markdown(res: dict[str, Any], opts: dict[str, Any]) -> str:
         lines += ["", "## This harness's measured runs", ""]
         if "fit" in m:
             p = m["fit"]["params"]
-            lines.append(f"Step-time law fitted to {m['fit']['n_points']} runs (world sizes {m['fit']['world_sizes']}): "
-                         f"rate {p['rate']:.3g} FLOP/s per device, overlap {p['overlap']:.2f}, straggler cv "
-                         f"{p['straggler_cv']:.3f}, alpha {p['alpha']:.3g} s, busbw {p['busbw']:.3g} B/s "
-                         f"({m['fit']['comm_source']}); rel. RMSE {m['fit']['rel_rmse']:.3f}.")
+            lines.append(
+                f"Step-time law fitted to {m['fit']['n_points']} runs (world sizes {m['fit']['world_sizes']}): "
+                f"rate {p['rate']:.3g} FLOP/s per device, overlap {p['overlap']:.2f}, straggler cv "
+                f"{p['straggler_cv']:.3f}, alpha {p['alpha']:.3g} s, busbw {p['busbw']:.3g} B/s "
+                f"({m['fit']['comm_source']}); rel. RMSE {m['fit']['rel_rmse']:.3f}."
+            )
         if "leave_largest_out" in m:
             llo = m["leave_largest_out"]
-            lines.append(f"Leave-largest-out (n = {llo['held_out_world_size']}): median |error| grey-box "
-                         f"{_fmt(llo.get('median_abs_greybox_error'), pct=True)}, USL "
-                         f"{_fmt(llo.get('median_abs_usl_error'), pct=True)}.")
+            lines.append(
+                f"Leave-largest-out (n = {llo['held_out_world_size']}): median |error| grey-box "
+                f"{_fmt(llo.get('median_abs_greybox_error'), pct=True)}, USL "
+                f"{_fmt(llo.get('median_abs_usl_error'), pct=True)}."
+            )
         if "note" in m:
             lines.append(m["note"])
     return "\n".join(lines) + "\n"
@@ -286,7 +332,9 @@ def select_loss_fit(opts: dict[str, Any], table) -> tuple[Any, str]:
 
     if opts["loss_law"] in ("auto", "results") and table is not None and not table.empty:
         try:
-            return results_loss_fit(table, opts["loss_bootstrap"], opts["seed"]), "fitted to the --results runs"
+            return results_loss_fit(
+                table, opts["loss_bootstrap"], opts["seed"]
+            ), "fitted to the --results runs"
         except LossLawError as e:
             if opts["loss_law"] == "results":
                 raise UsageError(f"--loss-law results: {e}") from None
@@ -316,8 +364,7 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     n_gpus = int(opts["gpus"] or cluster.gpus_per_node * cluster.num_nodes)
-    s = flops.Shape(int(model.n_layer), int(model.d_model), int(model.n_head), int(model.vocab_size),
-                    int(opts["seq_len"]), int(model.get("mlp_ratio", 4)))
+    s = shapes.from_model(model, opts["seq_len"])
 
     measured, table, measured_max = measured_section(opts["results"])
     why = "given by the caller"
@@ -328,28 +375,48 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     cal = published.calibrate(cases, n_bootstrap=opts["n_bootstrap"], seed=opts["seed"])
     if opts["straggler_cv"] is not None:
         cal = X.with_straggler(cal, opts["straggler_cv"])
+
     def run(batch_tokens: float, critical_batch_tokens: float | None) -> dict[str, Any]:
         return X.extrapolate(
-            s, hw, cal, loss_fit, n_gpus=n_gpus, days=opts["days"], checkpoint_s=opts["checkpoint_s"],
-            restart_s=opts["restart_s"], batch_tokens=batch_tokens,
-            critical_batch_tokens=critical_batch_tokens, calibration_max_gpus=max(k.gpus for k in cases),
-            measured_max_gpus=measured_max, seed=opts["seed"])
+            s,
+            hw,
+            cal,
+            loss_fit,
+            n_gpus=n_gpus,
+            days=opts["days"],
+            checkpoint_s=opts["checkpoint_s"],
+            restart_s=opts["restart_s"],
+            batch_tokens=batch_tokens,
+            critical_batch_tokens=critical_batch_tokens,
+            calibration_max_gpus=max(k.gpus for k in cases),
+            measured_max_gpus=measured_max,
+            seed=opts["seed"],
+        )
 
     try:
         res = run(opts["batch_tokens"], opts["critical_batch_tokens"])
         oom = res["loss_law"].get("extrapolation_oom_C")
-        if opts["loss_law"] == "auto" and why == "fitted to the --results runs" and oom and oom > MAX_TRUSTED_OOM_C:
+        if (
+            opts["loss_law"] == "auto"
+            and why == "fitted to the --results runs"
+            and oom
+            and oom > MAX_TRUSTED_OOM_C
+        ):
             # A small sweep's law asked about a 100k-GPU budget: report it, but answer with a law
             # fitted at relevant scale (Chinchilla), and say so.
             measured_law = res["loss_law"]
             loss_fit = chinchilla_loss_fit(opts["loss_bootstrap"], opts["seed"])
-            why = (f"the --results runs' loss law would extrapolate {oom:.1f} orders of magnitude in compute (more "
-                   f"than {MAX_TRUSTED_OOM_C:g}), so the bundled Chinchilla law, fitted nearer this scale, is used; "
-                   f"the measured law's answer is kept under loss_law_measured")
+            why = (
+                f"the --results runs' loss law would extrapolate {oom:.1f} orders of magnitude in compute (more "
+                f"than {MAX_TRUSTED_OOM_C:g}), so the bundled Chinchilla law, fitted nearer this scale, is used; "
+                f"the measured law's answer is kept under loss_law_measured"
+            )
             res = run(opts["batch_tokens"], opts["critical_batch_tokens"])
             res["loss_law_measured"] = measured_law
         if opts.get("critical_batch"):
-            res = with_critical_batch(res, opts, run, n_gpus, s.seq_len, why == "fitted to the --results runs")
+            res = with_critical_batch(
+                res, opts, run, n_gpus, s.seq_len, why == "fitted to the --results runs"
+            )
     except ValueError as e:  # no feasible layout, or nothing delivered: say why, do not predict
         raise UsageError(str(e)) from None
     res["inputs"] = dict(opts)
@@ -359,8 +426,9 @@ def build(opts: dict[str, Any], loss_fit: Any = None) -> dict[str, Any]:
     return res
 
 
-def with_critical_batch(res: dict[str, Any], opts: dict[str, Any], run: Any, n_gpus: int, seq_len: int,
-                        loss_from_results: bool) -> dict[str, Any]:
+def with_critical_batch(
+    res: dict[str, Any], opts: dict[str, Any], run: Any, n_gpus: int, seq_len: int, loss_from_results: bool
+) -> dict[str, Any]:
     """Evaluate B_crit at the first pass's predicted loss, then extrapolate again with the global batch
     capped there (the budget, hence the loss, moves a little with the batch: both losses are reported)."""
     from harness.analysis import critical_batch as CB
@@ -377,8 +445,13 @@ def with_critical_batch(res: dict[str, Any], opts: dict[str, Any], run: Any, n_g
         pred = law.predict(loss["value"])
     lim = X.data_parallel_limit(pred["value"], seq_len, n_gpus, opts["batch_tokens"])
     out = run(lim["global_batch_tokens_used"], pred["value"])
-    section: dict[str, Any] = {"source": note, "law": law.to_dict() if law else None, "at_loss": loss["value"],
-                               "critical_batch": pred, **lim}
+    section: dict[str, Any] = {
+        "source": note,
+        "law": law.to_dict() if law else None,
+        "at_loss": loss["value"],
+        "critical_batch": pred,
+        **lim,
+    }
     if law is not None:
         section["at_loss_interval_ends"] = {k: law.predict(loss[k])["value"] for k in ("lo", "hi")}
         section["at_final_loss"] = law.predict(out["loss_law"]["loss"]["value"])["value"]
@@ -390,22 +463,36 @@ def _critical_batch_lines(cb: dict[str, Any]) -> list[str]:
     p = cb["critical_batch"]
     iv = f"{p['lo']:.3g} to {p['hi']:.3g}" if p["hi"] > p["lo"] else "no interval"
     ends = cb.get("at_loss_interval_ends")
-    lines = ["", "## Critical batch", "",
-             f"B_crit at the predicted loss {cb['at_loss']:.4g}: {p['value']:.3g} tokens ({iv}"
-             + (f"; {ends['lo']:.3g} / {ends['hi']:.3g} at the loss interval's ends" if ends else "")
-             + f"); source: {cb['source']}."]
+    lines = [
+        "",
+        "## Critical batch",
+        "",
+        f"B_crit at the predicted loss {cb['at_loss']:.4g}: {p['value']:.3g} tokens ({iv}"
+        + (f"; {ends['lo']:.3g} / {ends['hi']:.3g} at the loss interval's ends" if ends else "")
+        + f"); source: {cb['source']}.",
+    ]
     if cb.get("law"):
         law = cb["law"]
-        lines.append(f"Law: {law['form']}, B* = {law['B_star_tokens']:.3g} tokens, alpha_B = {law['alpha_B']:.3g}; "
-                     f"{law['source']}; L in {law['loss_unit']}."
-                     + (f" The loss lies outside the fitted runs' losses (x{p['loss_factor_beyond_data']:.2f})."
-                        if p.get("extrapolated") and law["n_points"] else ""))
-    lines += [f"Useful global batch: {cb['useful_global_batch_tokens']:,} tokens ({cb['useful_global_batch_seqs']:,} "
-              f"sequences); requested {cb['requested_batch_tokens']:.3g}, used {cb['global_batch_tokens_used']:.3g}.",
-              f"Pure data parallelism can use at most {cb['max_pure_dp_gpus']:,} GPUs (one sequence each); "
-              + ("that covers the cluster." if cb["pure_dp_suffices"] else
-                 f"the {cb['n_gpus']:,} GPUs need a model-parallel degree (TP x PP) of at least "
-                 f"{cb['model_parallel_degree']:,}.")]
+        lines.append(
+            f"Law: {law['form']}, B* = {law['B_star_tokens']:.3g} tokens, alpha_B = {law['alpha_B']:.3g}; "
+            f"{law['source']}; L in {law['loss_unit']}."
+            + (
+                f" The loss lies outside the fitted runs' losses (x{p['loss_factor_beyond_data']:.2f})."
+                if p.get("extrapolated") and law["n_points"]
+                else ""
+            )
+        )
+    lines += [
+        f"Useful global batch: {cb['useful_global_batch_tokens']:,} tokens ({cb['useful_global_batch_seqs']:,} "
+        f"sequences); requested {cb['requested_batch_tokens']:.3g}, used {cb['global_batch_tokens_used']:.3g}.",
+        f"Pure data parallelism can use at most {cb['max_pure_dp_gpus']:,} GPUs (one sequence each); "
+        + (
+            "that covers the cluster."
+            if cb["pure_dp_suffices"]
+            else f"the {cb['n_gpus']:,} GPUs need a model-parallel degree (TP x PP) of at least "
+            f"{cb['model_parallel_degree']:,}."
+        ),
+    ]
     return lines
 
 
@@ -423,16 +510,8 @@ def main(argv: list[str]) -> int:
     md = markdown(res, opts)
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "extrapolate.json").write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    write_json(out / "extrapolate.json", res)
     (out / "extrapolate.md").write_text(md)
     print(md)
     print(f"wrote {out / 'extrapolate.json'} and {out / 'extrapolate.md'}")
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -56,33 +56,67 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harness fit", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="harness fit",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("root", nargs="?", help="results folder with run records (record.json)")
     src.add_argument("--csv", type=Path, help="CSV file, one row per run")
     src.add_argument("--example", choices=sorted(EXAMPLES), help="a built-in data set")
-    p.add_argument("--columns", help="CSV column mapping, e.g. 'N=Model Size,C=Training FLOP,loss=loss' "
-                   "(keys: N, D or C, loss, optional group)")
+    p.add_argument(
+        "--columns",
+        help="CSV column mapping, e.g. 'N=Model Size,C=Training FLOP,loss=loss' "
+        "(keys: N, D or C, loss, optional group)",
+    )
     p.add_argument("--loss-column", default=None, help="records: loss column (default heldout_loss)")
-    p.add_argument("--n-column", default="N", help="records: parameter-count column (default N, non-embedding)")
-    p.add_argument("--group-by", default=None, help="fit each value of this column separately (dataset, seed, ...)")
-    p.add_argument("--out", type=Path, default=Path("results/fit"), help="output folder (default results/fit/)")
+    p.add_argument(
+        "--n-column", default="N", help="records: parameter-count column (default N, non-embedding)"
+    )
+    p.add_argument(
+        "--group-by", default=None, help="fit each value of this column separately (dataset, seed, ...)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("results/fit"), help="output folder (default results/fit/)"
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000; 0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-compute", type=float, action="append", default=None, metavar="C",
-                   help="compute budget (FLOP) to predict at; repeatable (default: largest in data x1, x10, x100)")
-    p.add_argument("--drop-highest-loss", type=int, default=None, metavar="K",
-                   help="drop the K highest-loss runs (per group) before fitting")
+    p.add_argument(
+        "--target-compute",
+        type=float,
+        action="append",
+        default=None,
+        metavar="C",
+        help="compute budget (FLOP) to predict at; repeatable (default: largest in data x1, x10, x100)",
+    )
+    p.add_argument(
+        "--drop-highest-loss",
+        type=int,
+        default=None,
+        metavar="K",
+        help="drop the K highest-loss runs (per group) before fitting",
+    )
     p.add_argument("--forms", default=",".join(FORMS), help=f"comma list from {','.join(FORMS)}")
     p.add_argument("--ci", type=float, default=0.9, help="central bootstrap interval (default 0.9: 5%%-95%%)")
-    p.add_argument("--span-dex", type=float, default=0.1,
-                   help="runs whose compute is within this many decades share an IsoFLOP budget (default 0.1)")
-    p.add_argument("--holdout-frac", type=float, default=0.1,
-                   help="leave-largest-out: hold out the largest budgets, at least this fraction of runs")
+    p.add_argument(
+        "--span-dex",
+        type=float,
+        default=0.1,
+        help="runs whose compute is within this many decades share an IsoFLOP budget (default 0.1)",
+    )
+    p.add_argument(
+        "--holdout-frac",
+        type=float,
+        default=0.1,
+        help="leave-largest-out: hold out the largest budgets, at least this fraction of runs",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--best-lr", action="store_true",
-                   help="records: keep only the best learning rate per (size, budget) of an LR sweep")
+    p.add_argument(
+        "--best-lr",
+        action="store_true",
+        help="records: keep only the best learning rate per (size, budget) of an LR sweep",
+    )
     return p
 
 
@@ -112,7 +146,9 @@ def parse_columns(spec: str | None) -> dict[str, str]:
         key, sep, col = part.partition("=")
         key, col = key.strip(), col.strip()
         if not sep or not key or not col:
-            raise LossLawError(f"--columns entry {part!r} is not KEY=COLUMN; allowed keys: {', '.join(MAPPING_KEYS)}")
+            raise LossLawError(
+                f"--columns entry {part!r} is not KEY=COLUMN; allowed keys: {', '.join(MAPPING_KEYS)}"
+            )
         if key not in MAPPING_KEYS:
             raise LossLawError(f"--columns key {key!r} is not known; allowed keys: {', '.join(MAPPING_KEYS)}")
         mapping[key] = col
@@ -134,14 +170,17 @@ def table_from_frame(frame: Any, mapping: dict[str, str], source: str) -> Any:
             mapping[key] = key
     missing_cols = [f"{k}={c!r}" for k, c in mapping.items() if c not in found]
     if missing_cols:
-        raise LossLawError(f"{source}: mapped column(s) {', '.join(missing_cols)} not found; "
-                           f"columns found: {found}; expected: {_expected()}")
+        raise LossLawError(
+            f"{source}: mapped column(s) {', '.join(missing_cols)} not found; "
+            f"columns found: {found}; expected: {_expected()}"
+        )
     lacking = [k for k in ("N", "loss") if k not in mapping]
     if "D" not in mapping and "C" not in mapping:
         lacking.append("D or C")
     if lacking:
-        raise LossLawError(f"{source}: no column for {', '.join(lacking)}; columns found: {found}; "
-                           f"expected: {_expected()}")
+        raise LossLawError(
+            f"{source}: no column for {', '.join(lacking)}; columns found: {found}; expected: {_expected()}"
+        )
     out = pd.DataFrame(index=frame.index)
     for key in ("N", "loss", "D", "C"):
         if key in mapping:
@@ -204,15 +243,19 @@ def _records_table(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         if col not in frame.columns:
             raise LossLawError(f"{flag} {col!r} is not a record column; columns found: {list(frame.columns)}")
     if args.group_by and args.group_by not in frame.columns:
-        raise LossLawError(f"--group-by {args.group_by!r} is not a record column; columns found: {list(frame.columns)}")
+        raise LossLawError(
+            f"--group-by {args.group_by!r} is not a record column; columns found: {list(frame.columns)}"
+        )
     for col in (args.n_column, "D", loss_col):  # name the run, not just the row
         vals = frame[col].astype(float)
         bad = ~np.isfinite(vals) | (vals <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise LossLawError(f"run {frame['path'].iloc[i]}: {col} = {frame[col].iloc[i]!r} "
-                               f"({int(bad.sum())} run(s) like it); allowed: finite values > 0"
-                               + ("; try --loss-column loss" if col == "heldout_loss" else ""))
+            raise LossLawError(
+                f"run {frame['path'].iloc[i]}: {col} = {frame[col].iloc[i]!r} "
+                f"({int(bad.sum())} run(s) like it); allowed: finite values > 0"
+                + ("; try --loss-column loss" if col == "heldout_loss" else "")
+            )
     mapping = {"N": args.n_column, "D": "D", "loss": loss_col}
     if args.group_by:
         mapping["group"] = args.group_by
@@ -238,8 +281,13 @@ def _drop_highest(table: Any, k: int | None) -> Any:
     return table.drop(table.nlargest(k, "loss").index)
 
 
-def fit_group(data: dict[str, np.ndarray], forms: list[str], args: argparse.Namespace,
-              targets: list[float], q: tuple[float, float]) -> dict[str, Any]:
+def fit_group(
+    data: dict[str, np.ndarray],
+    forms: list[str],
+    args: argparse.Namespace,
+    targets: list[float],
+    q: tuple[float, float],
+) -> dict[str, Any]:
     """Every requested form on one group's runs; a form that cannot be fitted is skipped with its reason."""
     from harness.analysis import isoflop as iso
 
@@ -260,45 +308,85 @@ def fit_group(data: dict[str, np.ndarray], forms: list[str], args: argparse.Name
         for law in KAPLAN_LAWS:
             attempt(law, lambda law=law: fit_law(law, N=N, D=D, loss=loss, n_bootstrap=B, seed=seed, q=q))
     if "isoflop" in forms:
-        attempt("isoflop", lambda: iso.fit_isoflop(N, D, loss, span_dex=args.span_dex, n_bootstrap=B,
-                                                   seed=seed, q=q))
+        attempt(
+            "isoflop",
+            lambda: iso.fit_isoflop(N, D, loss, span_dex=args.span_dex, n_bootstrap=B, seed=seed, q=q),
+        )
     frontier = iso.pareto_frontier(data["C"], loss)
     if "envelope" in forms:
         attempt("envelope", lambda: iso.fit_envelope(N, D, loss, n_bootstrap=B, seed=seed))
     if "saturating" in forms:
-        attempt("saturating", lambda: fit_law("saturating", C=data["C"][frontier], loss=loss[frontier],
-                                              n_bootstrap=B, seed=seed, q=q,
-                                              note="fitted to the lower-envelope (frontier) runs"))
+        attempt(
+            "saturating",
+            lambda: fit_law(
+                "saturating",
+                C=data["C"][frontier],
+                loss=loss[frontier],
+                n_bootstrap=B,
+                seed=seed,
+                q=q,
+                note="fitted to the lower-envelope (frontier) runs",
+            ),
+        )
         if "saturating" in skipped:
             skipped["saturating"] = f"on the lower-envelope runs: {skipped['saturating']}"
     validation = None
     if "chinchilla" in fits:
         try:
-            validation = leave_largest_out(N, D, loss, holdout_frac=args.holdout_frac, span_dex=args.span_dex,
-                                           full_fit=fits["chinchilla"])
+            validation = leave_largest_out(
+                N,
+                D,
+                loss,
+                holdout_frac=args.holdout_frac,
+                span_dex=args.span_dex,
+                full_fit=fits["chinchilla"],
+            )
         except LossLawError as e:
             skipped["leave_largest_out"] = " ".join(str(e).split())
     return {"fits": fits, "skipped": skipped, "validation": validation, "frontier": frontier}
 
 
-def _summary_rows(group: str, result: dict[str, Any], targets: list[float], q: tuple[float, float]) -> list[dict]:
+def _summary_rows(
+    group: str, result: dict[str, Any], targets: list[float], q: tuple[float, float]
+) -> list[dict]:
     """The flat table: one row per (form, quantity[, target compute])."""
     rows: list[dict] = []
 
-    def row(form: str, quantity: str, s: dict | float, C: float = math.nan, extra: float = math.nan,
-            note: str = "") -> None:
+    def row(
+        form: str,
+        quantity: str,
+        s: dict | float,
+        C: float = math.nan,
+        extra: float = math.nan,
+        note: str = "",
+    ) -> None:
         s = s if isinstance(s, dict) else {"value": s}
-        rows.append({"group": group, "form": form, "quantity": quantity, "C": C, "value": s.get("value"),
-                     "se": s.get("se", math.nan), "lo": s.get("lo", math.nan), "hi": s.get("hi", math.nan),
-                     "extrapolation_oom": extra, "note": note})
+        rows.append(
+            {
+                "group": group,
+                "form": form,
+                "quantity": quantity,
+                "C": C,
+                "value": s.get("value"),
+                "se": s.get("se", math.nan),
+                "lo": s.get("lo", math.nan),
+                "hi": s.get("hi", math.nan),
+                "extrapolation_oom": extra,
+                "note": note,
+            }
+        )
 
     fits = result["fits"]
     if "chinchilla" in fits:
         f = fits["chinchilla"]
         for k, s in f.interval(q).items():
             row("chinchilla", k, s)
-        row("chinchilla", "objective", f.objective,
-            note=f"bootstrap ok {f.n_bootstrap_ok}, failed {f.n_bootstrap_failed}")
+        row(
+            "chinchilla",
+            "objective",
+            f.objective,
+            note=f"bootstrap ok {f.n_bootstrap_ok}, failed {f.n_bootstrap_failed}",
+        )
         for i, C in enumerate(targets):
             o = f.optimal(C, q)
             if i == 0:
@@ -352,8 +440,18 @@ def format_table(rows: list[dict]) -> str:
         if r["quantity"] == "skipped":
             lines.append([r["group"], r["form"], "skipped", "", r["note"], "", "", ""])
             continue
-        lines.append([r["group"], r["form"], r["quantity"], _fmt(r["C"]), _fmt(r["value"]), interval,
-                      _fmt(r["se"]), _fmt(r["extrapolation_oom"])])
+        lines.append(
+            [
+                r["group"],
+                r["form"],
+                r["quantity"],
+                _fmt(r["C"]),
+                _fmt(r["value"]),
+                interval,
+                _fmt(r["se"]),
+                _fmt(r["extrapolation_oom"]),
+            ]
+        )
     fitted = [line for line in lines if line[2] != "skipped"]  # skipped rows carry a free-text reason
     widths = [max([len(h)] + [len(line[i]) for line in fitted]) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
@@ -365,53 +463,94 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _group_json(result: dict[str, Any], data: dict[str, np.ndarray], targets: list[float],
-                q: tuple[float, float]) -> dict[str, Any]:
+def _group_json(
+    result: dict[str, Any], data: dict[str, np.ndarray], targets: list[float], q: tuple[float, float]
+) -> dict[str, Any]:
     fits = result["fits"]
     forms = {}
     for name, f in fits.items():
         forms[name] = f.to_dict(targets, q) if name in ("chinchilla", "isoflop", "envelope") else f.to_dict()
-    return {"n_points": len(data["loss"]), "c_max": float(data["C"].max()), "targets": targets,
-            "forms": forms, "skipped": result["skipped"], "validation": result["validation"]}
+    return {
+        "n_points": len(data["loss"]),
+        "c_max": float(data["C"].max()),
+        "targets": targets,
+        "forms": forms,
+        "skipped": result["skipped"],
+        "validation": result["validation"],
+    }
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _plots(out: Path, group: str, data: dict[str, np.ndarray], result: dict[str, Any], targets: list[float],
-           q: tuple[float, float], single: bool) -> list[str]:
+def _plots(
+    out: Path,
+    group: str,
+    data: dict[str, np.ndarray],
+    result: dict[str, Any],
+    targets: list[float],
+    q: tuple[float, float],
+    single: bool,
+) -> list[str]:
     from harness.analysis import losslaw_plots as lp
 
     fits = result["fits"]
     suffix = "" if single else f"_{_safe(group)}"
     title = "" if single else f" ({group})"
-    paths = [lp.plot_loss_vs_compute(out / f"loss_vs_compute{suffix}.png", data, chinchilla=fits.get("chinchilla"),
-                                     saturating=fits.get("saturating"), frontier=result["frontier"],
-                                     targets=tuple(targets), q=q, title=f"loss vs compute{title}")]
+    paths = [
+        lp.plot_loss_vs_compute(
+            out / f"loss_vs_compute{suffix}.png",
+            data,
+            chinchilla=fits.get("chinchilla"),
+            saturating=fits.get("saturating"),
+            frontier=result["frontier"],
+            targets=tuple(targets),
+            q=q,
+            title=f"loss vs compute{title}",
+        )
+    ]
     if "isoflop" in fits:
-        paths.append(lp.plot_isoflop(out / f"isoflop{suffix}.png", data, fits["isoflop"],
-                                     title=f"IsoFLOP curves{title}"))
+        paths.append(
+            lp.plot_isoflop(
+                out / f"isoflop{suffix}.png", data, fits["isoflop"], title=f"IsoFLOP curves{title}"
+            )
+        )
     if any(k in fits for k in ("chinchilla", "isoflop", "envelope")):
-        paths.append(lp.plot_allocation(out / f"optimal_allocation{suffix}.png",
-                                        (float(data["C"].min()), float(data["C"].max())),
-                                        chinchilla=fits.get("chinchilla"), isoflop=fits.get("isoflop"),
-                                        envelope=fits.get("envelope"), targets=tuple(targets), q=q,
-                                        title=f"compute-optimal N* and D*{title}"))
+        paths.append(
+            lp.plot_allocation(
+                out / f"optimal_allocation{suffix}.png",
+                (float(data["C"].min()), float(data["C"].max())),
+                chinchilla=fits.get("chinchilla"),
+                isoflop=fits.get("isoflop"),
+                envelope=fits.get("envelope"),
+                targets=tuple(targets),
+                q=q,
+                title=f"compute-optimal N* and D*{title}",
+            )
+        )
     if "chinchilla" in fits:
-        paths.append(lp.plot_residuals(out / f"residuals{suffix}.png", fits["chinchilla"],
-                                       title=f"Chinchilla-fit residuals{title}"))
+        paths.append(
+            lp.plot_residuals(
+                out / f"residuals{suffix}.png", fits["chinchilla"], title=f"Chinchilla-fit residuals{title}"
+            )
+        )
     return [str(p) for p in paths]
 
 
 def _reference_lines(fit: Any) -> list[str]:
     """Fitted vs Epoch's published refit (shown for --example chinchilla)."""
-    lines = ["", "vs Epoch's published refit (Besiroglu et al. 2024):",
-             f"  {'param':<6} {'fitted':>10} {'published':>10} {'diff':>8}   {'SE':>9} {'pub SE':>9} {'diff':>8}"]
+    lines = [
+        "",
+        "vs Epoch's published refit (Besiroglu et al. 2024):",
+        f"  {'param':<6} {'fitted':>10} {'published':>10} {'diff':>8}   {'SE':>9} {'pub SE':>9} {'diff':>8}",
+    ]
     for k in PARAM_NAMES:
         v, ref, se, ref_se = fit.params[k], EPOCH_REFIT[k], fit.se.get(k, math.nan), EPOCH_REFIT_SE[k]
-        lines.append(f"  {k:<6} {v:>10.4g} {ref:>10.4g} {100 * (v / ref - 1):>7.1f}%   "
-                     f"{se:>9.4g} {ref_se:>9.4g} {100 * (se / ref_se - 1):>7.1f}%")
+        lines.append(
+            f"  {k:<6} {v:>10.4g} {ref:>10.4g} {100 * (v / ref - 1):>7.1f}%   "
+            f"{se:>9.4g} {ref_se:>9.4g} {100 * (se / ref_se - 1):>7.1f}%"
+        )
     return lines
 
 
@@ -427,9 +566,16 @@ def _run(args: argparse.Namespace) -> int:
             raise LossLawError(f"--target-compute {C!r} is not allowed; allowed: finite FLOP > 0")
     q = ((1 - args.ci) / 2, (1 + args.ci) / 2)
     table, meta = load_table(args)
-    out_json: dict[str, Any] = {**meta, "n_runs": len(table), "dropped_highest_loss": args.drop_highest_loss or 0,
-                                "bootstrap": args.bootstrap, "seed": args.seed, "quantiles": list(q),
-                                "forms": forms, "groups": {}}
+    out_json: dict[str, Any] = {
+        **meta,
+        "n_runs": len(table),
+        "dropped_highest_loss": args.drop_highest_loss or 0,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "quantiles": list(q),
+        "forms": forms,
+        "groups": {},
+    }
     rows: list[dict] = []
     plots: list[str] = []
     groups = sorted(table["group"].unique())
@@ -458,15 +604,18 @@ def _run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if args.example == "chinchilla" and "reference" in out_json:
         print("\n".join(reference))
-    print(f"\nwrote {args.out / 'fit.json'}, {args.out / 'fit_table.csv'}"
-          + (f" and {len(plots)} plot(s)" if plots else "") + f" in {out_json['elapsed_s']:.1f} s")
+    print(
+        f"\nwrote {args.out / 'fit.json'}, {args.out / 'fit_table.csv'}"
+        + (f" and {len(plots)} plot(s)" if plots else "")
+        + f" in {out_json['elapsed_s']:.1f} s"
+    )
     return 0
 
 
 def _write(out: Path, out_json: dict[str, Any], rows: list[dict]) -> None:
     import pandas as pd
 
-    from harness.core.records import atomic_write_text
+    from harness.core.io import atomic_write_text
 
     atomic_write_text(out / "fit.json", json.dumps(jsonable(out_json), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "fit_table.csv", pd.DataFrame(rows).to_csv(index=False))

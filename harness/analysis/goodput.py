@@ -29,8 +29,9 @@ DEFAULT_CHECKPOINT_S = 30.0
 DEFAULT_RESTART_S = 300.0
 
 
-def failure_rate_per_gpu_hour(interruptions: int = LLAMA3_INTERRUPTIONS, days: float = LLAMA3_DAYS,
-                              gpus: int = LLAMA3_GPUS) -> float:
+def failure_rate_per_gpu_hour(
+    interruptions: int = LLAMA3_INTERRUPTIONS, days: float = LLAMA3_DAYS, gpus: int = LLAMA3_GPUS
+) -> float:
     return interruptions / (days * 24.0 * gpus)
 
 
@@ -46,7 +47,9 @@ def young_daly_interval_s(checkpoint_s: float, mtbf: float) -> float:
     return math.sqrt(2.0 * checkpoint_s * mtbf)
 
 
-def goodput(n_gpus: int, checkpoint_s: float, restart_s: float, rate_per_gpu_hour: float | None = None) -> dict[str, Any]:
+def goodput(
+    n_gpus: int, checkpoint_s: float, restart_s: float, rate_per_gpu_hour: float | None = None
+) -> dict[str, Any]:
     """Goodput and its three losses at the Young/Daly interval, with the inputs that produced it."""
     if checkpoint_s <= 0 or restart_s < 0:
         raise ValueError(f"checkpoint_s must be > 0 and restart_s >= 0; got {checkpoint_s}, {restart_s}")
@@ -58,8 +61,10 @@ def goodput(n_gpus: int, checkpoint_s: float, restart_s: float, rate_per_gpu_hou
     return {
         "n_gpus": n_gpus,
         "failure_rate_per_gpu_hour": rate,
-        "failure_rate_source": (f"Llama 3: {LLAMA3_INTERRUPTIONS} unexpected interruptions in {LLAMA3_DAYS} days "
-                                f"on {LLAMA3_GPUS:,} H100 (Dubey et al. 2024)"),
+        "failure_rate_source": (
+            f"Llama 3: {LLAMA3_INTERRUPTIONS} unexpected interruptions in {LLAMA3_DAYS} days "
+            f"on {LLAMA3_GPUS:,} H100 (Dubey et al. 2024)"
+        ),
         "mtbf_s": m,
         "checkpoint_s": checkpoint_s,
         "restart_s": restart_s,

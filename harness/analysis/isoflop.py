@@ -80,22 +80,26 @@ class AllocationFit:
             out[key] = {"value": value, "lo": lo, "hi": hi}
         return out
 
-    def to_dict(self, targets: tuple[float, ...] | list[float] = (), q: tuple[float, float] = (0.05, 0.95)) -> dict:
+    def to_dict(
+        self, targets: tuple[float, ...] | list[float] = (), q: tuple[float, float] = (0.05, 0.95)
+    ) -> dict:
         summary = self.optimal(self.c_max, q)
-        return jsonable({
-            "form": self.name,
-            "formula": "log10 N_opt = k_N + a log10 C;  log10 D_opt = k_D + b log10 C",
-            "a": summary["a"],
-            "b": summary["b"],
-            "k_N": self.k_N,
-            "k_D": self.k_D,
-            "points": self.points,
-            "c_max": self.c_max,
-            "n_bootstrap_ok": self.n_bootstrap_ok,
-            "n_bootstrap_failed": self.n_bootstrap_failed,
-            "note": self.note,
-            "optimal": [self.optimal(C, q) for C in targets],
-        })
+        return jsonable(
+            {
+                "form": self.name,
+                "formula": "log10 N_opt = k_N + a log10 C;  log10 D_opt = k_D + b log10 C",
+                "a": summary["a"],
+                "b": summary["b"],
+                "k_N": self.k_N,
+                "k_D": self.k_D,
+                "points": self.points,
+                "c_max": self.c_max,
+                "n_bootstrap_ok": self.n_bootstrap_ok,
+                "n_bootstrap_failed": self.n_bootstrap_failed,
+                "note": self.note,
+                "optimal": [self.optimal(C, q) for C in targets],
+            }
+        )
 
 
 def _check_inputs(N: Any, D: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,11 +182,20 @@ def fit_isoflop(
             continue
         n_opt = float(10 ** vx[0])
         coef = np.polyfit(x_all[m], loss[m], 2)  # same parabola, in log10 N, for plots
-        budgets.append({"C": c_g, "group": g, "n_runs": len(m), "n_sizes": n_sizes, "N_opt": n_opt,
-                        "D_opt": c_g / (6 * n_opt), "loss_min": float(vy[0]),
-                        "parabola_log10N": [float(v) for v in coef],
-                        "log10N_range": [float(x_all[m].min()), float(x_all[m].max())],
-                        "runs": [int(i) for i in m]})
+        budgets.append(
+            {
+                "C": c_g,
+                "group": g,
+                "n_runs": len(m),
+                "n_sizes": n_sizes,
+                "N_opt": n_opt,
+                "D_opt": c_g / (6 * n_opt),
+                "loss_min": float(vy[0]),
+                "parabola_log10N": [float(v) for v in coef],
+                "log10N_range": [float(x_all[m].min()), float(x_all[m].max())],
+                "runs": [int(i) for i in m],
+            }
+        )
         members.append(m)
     if len(budgets) < min_budgets:
         shown = "; ".join(rejected[:6]) + ("; ..." if len(rejected) > 6 else "")
@@ -198,13 +211,29 @@ def fit_isoflop(
     b, kD = (v[0] for v in _weighted_line(lc, ld, one))
     boot, failed = _isoflop_bootstrap(x_all, loss, C, members, min_budgets, n_bootstrap, seed)
     note = f"{len(budgets)} budgets used" + (f"; skipped: {'; '.join(rejected)}" if rejected else "")
-    return AllocationFit("isoflop", float(a), float(b), float(kN), float(kD), budgets, float(C.max()),
-                         len(boot), failed, note, boot)
+    return AllocationFit(
+        "isoflop",
+        float(a),
+        float(b),
+        float(kN),
+        float(kD),
+        budgets,
+        float(C.max()),
+        len(boot),
+        failed,
+        note,
+        boot,
+    )
 
 
 def _isoflop_bootstrap(
-    x: np.ndarray, loss: np.ndarray, C: np.ndarray, members: list[np.ndarray],
-    min_budgets: int, n_bootstrap: int, seed: int,
+    x: np.ndarray,
+    loss: np.ndarray,
+    C: np.ndarray,
+    members: list[np.ndarray],
+    min_budgets: int,
+    n_bootstrap: int,
+    seed: int,
 ) -> tuple[np.ndarray, int]:
     """Resample runs within each budget; refit every parabola and both lines for all resamples at once."""
     if n_bootstrap <= 0:
@@ -237,7 +266,9 @@ def pareto_frontier(C: np.ndarray, loss: np.ndarray, weights: np.ndarray | None 
     order = np.argsort(C, kind="stable")
     w = np.ones((1, len(C))) if weights is None else np.atleast_2d(weights)
     ls = np.where(w[:, order] > 0, loss[order][None, :], np.inf)
-    prev_min = np.minimum.accumulate(np.concatenate([np.full((len(w), 1), np.inf), ls[:, :-1]], axis=1), axis=1)
+    prev_min = np.minimum.accumulate(
+        np.concatenate([np.full((len(w), 1), np.inf), ls[:, :-1]], axis=1), axis=1
+    )
     on = (w[:, order] > 0) & (ls < prev_min)
     mask = np.empty_like(on)
     mask[:, order] = on
@@ -264,8 +295,10 @@ def fit_envelope(
         )
     n_sizes = len(np.unique(np.round(np.log(N[front]), 9)))
     if n_sizes < 3:
-        raise LossLawError(f"the lower envelope needs at least 3 distinct model sizes among its frontier runs "
-                           f"to fit N_opt(C); it has {n_sizes}")
+        raise LossLawError(
+            f"the lower envelope needs at least 3 distinct model sizes among its frontier runs "
+            f"to fit N_opt(C); it has {n_sizes}"
+        )
     lc, ln, ld = np.log10(C), np.log10(N), np.log10(D)
     one = front[None, :].astype(float)
     a, kN = (float(v[0]) for v in _weighted_line(lc, ln, one))
@@ -281,5 +314,7 @@ def fit_envelope(
         boot, failed = np.column_stack([ba, bkN, bb, bkD])[ok], int((~ok).sum())
     idx = np.flatnonzero(front)
     points = [{"C": float(C[i]), "N": float(N[i]), "D": float(D[i]), "loss": float(loss[i])} for i in idx]
-    note = f"{len(idx)} frontier runs of {len(C)}; final losses only, so the envelope is over runs, not curves"
+    note = (
+        f"{len(idx)} frontier runs of {len(C)}; final losses only, so the envelope is over runs, not curves"
+    )
     return AllocationFit("envelope", a, b, kN, kD, points, float(C.max()), len(boot), failed, note, boot)

@@ -79,8 +79,10 @@ class Layout:
             z += f" (shard {self.shard_degree}, {self.dp // self.shard_degree} replicas)"
         v = f" v{self.virtual_stages}" if self.virtual_stages > 1 else ""
         sp = "+SP" if self.sequence_parallel else ""
-        return (f"TP{self.tp}{sp} PP{self.pp}{v} DP{self.dp}{z}, micro {self.micro_batch} x {self.num_micro_batches}, "
-                f"recompute {self.recompute}")
+        return (
+            f"TP{self.tp}{sp} PP{self.pp}{v} DP{self.dp}{z}, micro {self.micro_batch} x {self.num_micro_batches}, "
+            f"recompute {self.recompute}"
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "world": self.world, "global_batch_seqs": self.global_batch_seqs}
@@ -183,23 +185,33 @@ def check(
     if s.n_layer % (lay.pp * lay.virtual_stages):
         r.append(f"{s.n_layer} layers do not split into PP{lay.pp} x v{lay.virtual_stages} equal stages")
     if lay.virtual_stages > 1 and lay.num_micro_batches % lay.pp:
-        r.append(f"interleaved schedule needs micro-batches ({lay.num_micro_batches}) divisible by PP{lay.pp}")
+        r.append(
+            f"interleaved schedule needs micro-batches ({lay.num_micro_batches}) divisible by PP{lay.pp}"
+        )
     if lay.zero_stage and lay.shard_degree and lay.dp % lay.shard_degree:
         r.append(f"shard degree {lay.shard_degree} does not divide DP{lay.dp}")
     if global_batch_seqs is not None:
         if global_batch_seqs < lay.dp:
-            r.append(f"global batch {global_batch_seqs} sequences < DP{lay.dp} replicas: "
-                     "less than one sequence per model replica")
+            r.append(
+                f"global batch {global_batch_seqs} sequences < DP{lay.dp} replicas: "
+                "less than one sequence per model replica"
+            )
         elif lay.global_batch_seqs != global_batch_seqs:
-            r.append(f"micro {lay.micro_batch} x {lay.num_micro_batches} x DP{lay.dp} = {lay.global_batch_seqs} "
-                     f"is not the global batch {global_batch_seqs}")
+            r.append(
+                f"micro {lay.micro_batch} x {lay.num_micro_batches} x DP{lay.dp} = {lay.global_batch_seqs} "
+                f"is not the global batch {global_batch_seqs}"
+            )
     if critical_batch_tokens is not None and lay.global_batch_seqs * s.seq_len > critical_batch_tokens:
-        r.append(f"global batch {lay.global_batch_seqs * s.seq_len:.3g} tokens exceeds the critical batch "
-                 f"{critical_batch_tokens:.3g}")
+        r.append(
+            f"global batch {lay.global_batch_seqs * s.seq_len:.3g} tokens exceeds the critical batch "
+            f"{critical_batch_tokens:.3g}"
+        )
     mem = memory_per_gpu(s, lay)
     usable = memory_bytes * (1.0 - MEMORY_RESERVE_FRACTION)
     mem["usable_bytes"] = usable
     if mem["total_bytes"] > usable:
-        r.append(f"memory {mem['total_bytes'] / 1e9:.1f} GB per GPU (states {mem['model_states_bytes'] / 1e9:.1f}"
-                 f" + activations {mem['activations_bytes'] / 1e9:.1f}) > {usable / 1e9:.1f} GB usable")
+        r.append(
+            f"memory {mem['total_bytes'] / 1e9:.1f} GB per GPU (states {mem['model_states_bytes'] / 1e9:.1f}"
+            f" + activations {mem['activations_bytes'] / 1e9:.1f}) > {usable / 1e9:.1f} GB usable"
+        )
     return Feasibility(not r, r, mem)

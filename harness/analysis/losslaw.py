@@ -80,9 +80,7 @@ def require_distinct(name: str, values: np.ndarray, minimum: int, form: str) -> 
     """Too few distinct sizes cannot pin an exponent; say how many there are and how many are needed."""
     n = len(np.unique(np.round(np.log(values), 9)))
     if n < minimum:
-        raise LossLawError(
-            f"{form} needs at least {minimum} distinct values of {name}; the data has {n}"
-        )
+        raise LossLawError(f"{form} needs at least {minimum} distinct values of {name}; the data has {n}")
 
 
 def budget_groups(C: np.ndarray, span_dex: float = 0.1) -> np.ndarray:
@@ -137,7 +135,9 @@ class Form:
     theta_names: tuple[str, ...]
     natural_names: tuple[str, ...]
     xs: tuple[str, ...]
-    logpred: Callable[[np.ndarray, dict[str, np.ndarray]], tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]
+    logpred: Callable[
+        [np.ndarray, dict[str, np.ndarray]], tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]
+    ]
     to_natural: Callable[[np.ndarray], dict[str, np.ndarray]]
     formula: str
 
@@ -284,8 +284,10 @@ def fit_huber_form(
         res = race(fg, starts, np.zeros(len(starts), dtype=int), keep=8, race_iter=100, gtol=BOOT_GTOL)
     finite = np.isfinite(res.f) & res.converged
     if not finite.any():
-        raise LossLawError(f"{form.name} fit did not converge from any of {len(starts)} start(s) "
-                           f"(objective not finite or gradient not ~0); the data may not determine this form")
+        raise LossLawError(
+            f"{form.name} fit did not converge from any of {len(starts)} start(s) "
+            f"(objective not finite or gradient not ~0); the data may not determine this form"
+        )
     best = int(np.argmin(np.where(finite, res.f, np.inf)))
     theta, f_best = res.x[best], float(res.f[best])
     if polish:
@@ -335,8 +337,13 @@ def _scipy_polish(
         return float(f[0]), g[0]
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        r = minimize(fun, theta, jac=True, method="L-BFGS-B",
-                     options={"maxiter": 20000, "maxcor": 20, "ftol": 0.0, "gtol": 1e-12})
+        r = minimize(
+            fun,
+            theta,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 20000, "maxcor": 20, "ftol": 0.0, "gtol": 1e-12},
+        )
     if np.isfinite(r.fun) and r.fun <= f0:
         return np.asarray(r.x, dtype=float), float(r.fun)
     return theta, f0
@@ -412,8 +419,13 @@ def quantile_summary(point: np.ndarray | float, draws: np.ndarray | None, q: tup
     if len(finite) < 2 or bad > q[0] + (1.0 - q[1]):
         return {"value": value, "lo": math.nan, "hi": math.nan, "se": math.nan, "undefined_frac": bad}
     lo, hi = np.quantile(finite, q)
-    return {"value": value, "lo": float(lo), "hi": float(hi), "se": float(np.std(finite, ddof=1)),
-            "undefined_frac": bad}
+    return {
+        "value": value,
+        "lo": float(lo),
+        "hi": float(hi),
+        "se": float(np.std(finite, ddof=1)),
+        "undefined_frac": bad,
+    }
 
 
 # ------------------------------------------------------------------ Chinchilla (Approach 3)
@@ -427,11 +439,21 @@ def default_grid(centre: tuple[float, float], size: str = "default") -> np.ndarr
     saddle where the a/b gradients vanish).
     """
     if size == "epoch":
-        axes = (np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
-                np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))
+        axes = (
+            np.arange(0, 30, 5),
+            np.arange(0, 30, 5),
+            np.arange(-1, 1.5, 0.5),
+            np.arange(0, 2.5, 0.5),
+            np.arange(0, 2.5, 0.5),
+        )
     elif size == "default":
-        axes = (np.arange(0, 30, 5), np.arange(0, 30, 5), np.array([-1.0, 0.0, 1.0]),
-                np.array([0.25, 0.75, 1.5]), np.array([0.25, 0.75, 1.5]))
+        axes = (
+            np.arange(0, 30, 5),
+            np.arange(0, 30, 5),
+            np.array([-1.0, 0.0, 1.0]),
+            np.array([0.25, 0.75, 1.5]),
+            np.array([0.25, 0.75, 1.5]),
+        )
     else:
         raise LossLawError(f"grid {size!r} is not known; allowed: 'default', 'epoch'")
     a, b, e, al, be = (g.ravel() for g in np.meshgrid(*axes, indexing="ij"))
@@ -537,26 +559,28 @@ class ChinchillaFit:
 
     def to_dict(self, targets: Sequence[float] = (), q: tuple[float, float] = (0.05, 0.95)) -> dict:
         """JSON-ready summary; ``targets`` adds optimal(C) for each compute budget."""
-        return jsonable({
-            "form": "chinchilla",
-            "formula": "L = E + A/N^alpha + B/D^beta",
-            "estimator": f"Huber(delta={self.delta:g}) on log loss, summed; L-BFGS from {self.n_starts} start(s)",
-            "params": dict(self.params),
-            "se": dict(self.se),
-            "intervals": {k: {kk: v[kk] for kk in ("lo", "hi")} for k, v in self.interval(q).items()},
-            "quantiles": list(q),
-            "objective": self.objective,
-            "grad_max": self.grad_max,
-            "n_points": self.n_points,
-            "n_starts": self.n_starts,
-            "n_starts_at_optimum": self.n_starts_at_optimum,
-            "n_bootstrap_ok": self.n_bootstrap_ok,
-            "n_bootstrap_failed": self.n_bootstrap_failed,
-            "n_bootstrap_multimodal": self.n_bootstrap_multimodal,
-            "seed": self.seed,
-            "c_max": self.c_max,
-            "optimal": [self.optimal(C, q) for C in targets],
-        })
+        return jsonable(
+            {
+                "form": "chinchilla",
+                "formula": "L = E + A/N^alpha + B/D^beta",
+                "estimator": f"Huber(delta={self.delta:g}) on log loss, summed; L-BFGS from {self.n_starts} start(s)",
+                "params": dict(self.params),
+                "se": dict(self.se),
+                "intervals": {k: {kk: v[kk] for kk in ("lo", "hi")} for k, v in self.interval(q).items()},
+                "quantiles": list(q),
+                "objective": self.objective,
+                "grad_max": self.grad_max,
+                "n_points": self.n_points,
+                "n_starts": self.n_starts,
+                "n_starts_at_optimum": self.n_starts_at_optimum,
+                "n_bootstrap_ok": self.n_bootstrap_ok,
+                "n_bootstrap_failed": self.n_bootstrap_failed,
+                "n_bootstrap_multimodal": self.n_bootstrap_multimodal,
+                "seed": self.seed,
+                "c_max": self.c_max,
+                "optimal": [self.optimal(C, q) for C in targets],
+            }
+        )
 
 
 def fit_chinchilla(
@@ -594,8 +618,16 @@ def fit_chinchilla(
     else:
         inits = init if (isinstance(init, Sequence) and init and isinstance(init[0], dict)) else [init]
         starts = np.array([_chinchilla_theta(i, centre) for i in inits])
-    hf = fit_huber_form(form, X, np.log(loss), starts, delta=delta, n_bootstrap=n_bootstrap, seed=seed,
-                        boot_starts=_chinchilla_boot_starts)
+    hf = fit_huber_form(
+        form,
+        X,
+        np.log(loss),
+        starts,
+        delta=delta,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        boot_starts=_chinchilla_boot_starts,
+    )
     params = {k: float(v[0]) for k, v in form.to_natural(hf.theta[None]).items()}
     boot_nat = form.to_natural(hf.boot_theta) if len(hf.boot_theta) else None
     boot = np.column_stack([boot_nat[k] for k in PARAM_NAMES]) if boot_nat else np.zeros((0, 5))
@@ -654,12 +686,14 @@ def _kaplan_nd_logpred(theta: np.ndarray, X: dict[str, np.ndarray]) -> tuple[np.
 
     def vjp(w: np.ndarray) -> np.ndarray:
         wu = w * pu
-        return np.column_stack([
-            (wu * aN).sum(1),  # d/d nc = aD * pu * ratio
-            (w * pv * aD).sum(1),  # d/d dc
-            (wu * (nc - cN)).sum(1),  # d/d aN = aD * pu * (nc - cN) / aD
-            (w * s).sum(1) - (wu * u).sum(1),  # d/d aD = s + aD pu du/daD = s - pu u
-        ])
+        return np.column_stack(
+            [
+                (wu * aN).sum(1),  # d/d nc = aD * pu * ratio
+                (w * pv * aD).sum(1),  # d/d dc
+                (wu * (nc - cN)).sum(1),  # d/d aN = aD * pu * (nc - cN) / aD
+                (w * s).sum(1) - (wu * u).sum(1),  # d/d aD = s + aD pu du/daD = s - pu u
+            ]
+        )
 
     return aD * s, vjp
 
@@ -716,25 +750,28 @@ class LawFit:
         value = self.predict(**xs)
         if not self.boot:
             return {"value": value, "lo": np.full_like(value, np.nan), "hi": np.full_like(value, np.nan)}
-        draws = _law_predict(self.name, {k: v[:, None] for k, v in self.boot.items()},
-                             {k: v[None, :] for k, v in xs.items()})
+        draws = _law_predict(
+            self.name, {k: v[:, None] for k, v in self.boot.items()}, {k: v[None, :] for k, v in xs.items()}
+        )
         lo, hi = np.quantile(draws, q, axis=0)
         return {"value": value, "lo": lo, "hi": hi, "se": np.std(draws, axis=0, ddof=1)}
 
     def to_dict(self) -> dict:
-        return jsonable({
-            "form": self.name,
-            "formula": self.formula,
-            "params": dict(self.params),
-            "se": dict(self.se),
-            "intervals": self.intervals,
-            "objective": self.objective,
-            "n_points": self.n_points,
-            "n_bootstrap_ok": self.n_bootstrap_ok,
-            "n_bootstrap_failed": self.n_bootstrap_failed,
-            "x_max": dict(self.x_max),
-            "note": self.note,
-        })
+        return jsonable(
+            {
+                "form": self.name,
+                "formula": self.formula,
+                "params": dict(self.params),
+                "se": dict(self.se),
+                "intervals": self.intervals,
+                "objective": self.objective,
+                "n_points": self.n_points,
+                "n_bootstrap_ok": self.n_bootstrap_ok,
+                "n_bootstrap_failed": self.n_bootstrap_failed,
+                "x_max": dict(self.x_max),
+                "note": self.note,
+            }
+        )
 
 
 def _law_predict(name: str, p: dict[str, Any], x: dict[str, np.ndarray]) -> np.ndarray:
@@ -766,20 +803,45 @@ def _law_setup(name: str, data: dict[str, np.ndarray]) -> tuple[Form, dict[str, 
     if name in ("kaplan_N", "kaplan_D"):
         k = inputs[0]
         scale, expo = f"{k}_c", f"alpha_{k}"
-        form = Form(name, ("k", expo), (scale, expo), (f"c{k}",), _power_logpred(f"c{k}"),
-                    lambda th, c=centre[k], s=scale, e=expo: _power_natural(th, c, s, e), formula)
+        form = Form(
+            name,
+            ("k", expo),
+            (scale, expo),
+            (f"c{k}",),
+            _power_logpred(f"c{k}"),
+            lambda th, c=centre[k], s=scale, e=expo: _power_natural(th, c, s, e),
+            formula,
+        )
         starts = np.array([[0.5, 0.05], [1.0, 0.1], [1.0, 0.5]])
     elif name == "kaplan_ND":
         cN, cD = centre["N"], centre["D"]
-        form = Form(name, ("nc", "dc", "alpha_N", "alpha_D"), ("N_c", "D_c", "alpha_N", "alpha_D"),
-                    ("cN", "cD"), _kaplan_nd_logpred, lambda th: _kaplan_nd_natural(th, (cN, cD)), formula)
-        axes = (np.array([2.0, 10.0, 25.0]), np.array([2.0, 10.0, 25.0]),
-                np.array([0.05, 0.1, 0.3]), np.array([0.05, 0.1, 0.3]))
+        form = Form(
+            name,
+            ("nc", "dc", "alpha_N", "alpha_D"),
+            ("N_c", "D_c", "alpha_N", "alpha_D"),
+            ("cN", "cD"),
+            _kaplan_nd_logpred,
+            lambda th: _kaplan_nd_natural(th, (cN, cD)),
+            formula,
+        )
+        axes = (
+            np.array([2.0, 10.0, 25.0]),
+            np.array([2.0, 10.0, 25.0]),
+            np.array([0.05, 0.1, 0.3]),
+            np.array([0.05, 0.1, 0.3]),
+        )
         starts = np.column_stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")])
     else:
         cC = centre["C"]
-        form = Form(name, ("a", "e", "gamma"), ("E", "A", "gamma"), ("cC",), _saturating_logpred,
-                    lambda th: _saturating_natural(th, cC), formula)
+        form = Form(
+            name,
+            ("a", "e", "gamma"),
+            ("E", "A", "gamma"),
+            ("cC",),
+            _saturating_logpred,
+            lambda th: _saturating_natural(th, cC),
+            formula,
+        )
         axes = (np.array([-3.0, -1.0, 0.5]), np.array([-1.0, 0.0, 0.7]), np.array([0.02, 0.05, 0.1, 0.3]))
         starts = np.column_stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")])
     return form, X, starts
@@ -811,7 +873,9 @@ def fit_law(
     n = check_same_length(**data, loss=y)
     n_params = {"kaplan_N": 2, "kaplan_D": 2, "kaplan_ND": 4, "saturating": 3}[name]
     if n <= n_params:
-        raise LossLawError(f"{name} has {n_params} parameters and needs at least {n_params + 1} points; got {n}")
+        raise LossLawError(
+            f"{name} has {n_params} parameters and needs at least {n_params + 1} points; got {n}"
+        )
     for k in inputs:  # one more distinct value than parameters, else the curve just joins the dots
         require_distinct(k, data[k], n_params + 1 if name != "kaplan_ND" else 3, name)
     form, X, starts = _law_setup(name, data)
@@ -824,8 +888,9 @@ def fit_law(
         inputs=inputs,
         params=params,
         se={k: float(np.std(v, ddof=1)) for k, v in boot.items()} if len(hf.boot_theta) > 1 else {},
-        intervals={k: {kk: quantile_summary(params[k], boot.get(k), q)[kk] for kk in ("lo", "hi")}
-                   for k in params},
+        intervals={
+            k: {kk: quantile_summary(params[k], boot.get(k), q)[kk] for kk in ("lo", "hi")} for k in params
+        },
         objective=hf.objective,
         n_points=n,
         n_bootstrap_ok=len(hf.boot_theta),

@@ -25,7 +25,9 @@ def _compute_grid(c_lo: float, c_hi: float, n: int = 200) -> np.ndarray:
     return np.logspace(np.log10(c_lo), np.log10(c_hi), n)
 
 
-def _band(ax: Any, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, label: str | None = None) -> None:
+def _band(
+    ax: Any, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, label: str | None = None
+) -> None:
     if np.isfinite(lo).any():
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0, label=label)
 
@@ -48,8 +50,14 @@ def plot_loss_vs_compute(
     sc = ax.scatter(C, data["loss"], c=np.log10(data["N"]), s=12, cmap="viridis", label="runs")
     fig.colorbar(sc, ax=ax, label="log10 N")
     if frontier is not None and frontier.any():
-        ax.scatter(C[frontier], data["loss"][frontier], s=30, facecolors="none", edgecolors="k",
-                   label="lower envelope")
+        ax.scatter(
+            C[frontier],
+            data["loss"][frontier],
+            s=30,
+            facecolors="none",
+            edgecolors="k",
+            label="lower envelope",
+        )
     grid = _compute_grid(C.min(), max([C.max(), *targets]))
     if chinchilla is not None:
         point = chinchilla_optimum(chinchilla.param_array[None], grid)["loss"][0]
@@ -62,7 +70,13 @@ def plot_loss_vs_compute(
         ax.plot(grid, b["value"], color="C1", ls="--", label="E + A C^-gamma")
         _band(ax, grid, b["lo"], b["hi"], "C1")
     ax.axvline(C.max(), color="grey", lw=0.8, ls=":", label="largest budget in data")
-    ax.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOP)", ylabel="loss", title=title or "loss vs compute")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="compute C = 6ND (FLOP)",
+        ylabel="loss",
+        title=title or "loss vs compute",
+    )
     ax.legend(fontsize=7)
     fig.savefig(path)
     return path
@@ -83,7 +97,9 @@ def plot_isoflop(path: Path, data: dict[str, np.ndarray], isoflop: Any, *, title
         x = np.linspace(*p["log10N_range"], 100)
         ax.plot(10**x, np.polyval(p["parabola_log10N"], x), color=color, lw=1, label=f"C={p['C']:.1e}")
         ax.plot(p["N_opt"], p["loss_min"], marker="*", color=color, ms=9, mec="k", mew=0.5)
-    ax.set(xscale="log", xlabel="parameters N", ylabel="loss", title=title or "IsoFLOP curves (stars: optima)")
+    ax.set(
+        xscale="log", xlabel="parameters N", ylabel="loss", title=title or "IsoFLOP curves (stars: optima)"
+    )
     if len(pts) <= 12:
         ax.legend(fontsize=6, ncol=2)
     fig.savefig(path)
@@ -107,12 +123,19 @@ def plot_allocation(
     grid = _compute_grid(c_range[0], max([c_range[1], *targets]))
     for ax, key in zip(axes, ("N_opt", "D_opt"), strict=True):
         if chinchilla is not None:
-            ax.plot(grid, chinchilla_optimum(chinchilla.param_array[None], grid)[key][0], color="C3",
-                    label="Approach 3 (Chinchilla form)")
+            ax.plot(
+                grid,
+                chinchilla_optimum(chinchilla.param_array[None], grid)[key][0],
+                color="C3",
+                label="Approach 3 (Chinchilla form)",
+            )
             if len(chinchilla.boot) > 1:
                 lo, hi = np.quantile(chinchilla_optimum(chinchilla.boot, grid)[key], q, axis=0)
                 _band(ax, grid, lo, hi, "C3")
-        for fit, color, label in ((isoflop, "C0", "Approach 2 (IsoFLOP)"), (envelope, "C2", "Approach 1 (envelope)")):
+        for fit, color, label in (
+            (isoflop, "C0", "Approach 2 (IsoFLOP)"),
+            (envelope, "C2", "Approach 1 (envelope)"),
+        ):
             if fit is None:
                 continue
             b = fit.band(grid, q)[key]
@@ -125,8 +148,12 @@ def plot_allocation(
         ax.axvline(c_range[1], color="grey", lw=0.8, ls=":")
         for t in targets:
             ax.axvline(t, color="k", lw=0.5, ls="--", alpha=0.4)
-        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOP)",
-               ylabel="N* (parameters)" if key == "N_opt" else "D* (tokens)")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="compute C (FLOP)",
+            ylabel="N* (parameters)" if key == "N_opt" else "D* (tokens)",
+        )
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "compute-optimal allocation (bands: bootstrap)")
     fig.savefig(path)

@@ -28,12 +28,29 @@ from harness.core.paths import DATA_DIR
 DATA_FILE = DATA_DIR / "published_runs.yaml"
 FITTED = ("e_mm", "mem_bytes")  # the coefficients fitted to the published cases
 # (lower, upper, typical scale) of each coefficient a fit may move
-FIT_RANGE = {"e_mm": (0.2, 1.0, 0.5), "mem_bytes": (0.0, 5000.0, 500.0), "straggler_cv": (0.0, 0.1, 0.01),
-             "overlap": (0.0, 1.0, 0.5), "intra_bw_eff": (0.2, 1.0, 0.5), "inter_bw_eff": (0.2, 1.0, 0.5)}
+FIT_RANGE = {
+    "e_mm": (0.2, 1.0, 0.5),
+    "mem_bytes": (0.0, 5000.0, 500.0),
+    "straggler_cv": (0.0, 0.1, 0.01),
+    "overlap": (0.0, 1.0, 0.5),
+    "intra_bw_eff": (0.2, 1.0, 0.5),
+    "inter_bw_eff": (0.2, 1.0, 0.5),
+}
 METRICS = ("tflops_hw_per_gpu", "mfu", "tokens_per_s_per_gpu")
 SHAPE_KEYS = ("n_layer", "d_model", "n_head", "vocab_size", "seq_len")
-LAYOUT_KEYS = ("tp", "pp", "virtual_stages", "zero_stage", "shard_degree", "micro_batch", "recompute",
-               "sequence_parallel", "overlap_comm", "grad_bytes", "dp_collective")
+LAYOUT_KEYS = (
+    "tp",
+    "pp",
+    "virtual_stages",
+    "zero_stage",
+    "shard_degree",
+    "micro_batch",
+    "recompute",
+    "sequence_parallel",
+    "overlap_comm",
+    "grad_bytes",
+    "dp_collective",
+)
 
 
 @dataclass(frozen=True)
@@ -88,16 +105,31 @@ def load_cases(path: str | Path = DATA_FILE) -> list[Case]:
             m = int(r["global_batch"]) // (dp * int(r.get("micro_batch", 1)))
             layout = Layout(dp=dp, num_micro_batches=m, **lay_kw)
             if layout.world != int(r["gpus"]) or layout.global_batch_seqs != int(r["global_batch"]):
-                raise ValueError(f"case {r['id']}: layout {layout.describe()} does not give {r['gpus']} GPUs "
-                                 f"and batch {r['global_batch']}")
+                raise ValueError(
+                    f"case {r['id']}: layout {layout.describe()} does not give {r['gpus']} GPUs "
+                    f"and batch {r['global_batch']}"
+                )
             if g["metric"] not in METRICS:
                 raise ValueError(f"case {r['id']}: metric {g['metric']!r} is not one of {METRICS}")
-            cases.append(Case(
-                id=r["id"], group=g["name"], source=g["source"], citation=" ".join(sources[g["source"]].split()),
-                hw=hw, shape=shape, layout=layout, gpus=int(r["gpus"]), global_batch=int(r["global_batch"]),
-                metric=g["metric"], published=float(r["published"]), derived=bool(r.get("derived", False)),
-                in_target=bool(r.get("in_target", True)), assumed=" ".join(str(g.get("assumed", "")).split()),
-                note=str(r.get("note", ""))))
+            cases.append(
+                Case(
+                    id=r["id"],
+                    group=g["name"],
+                    source=g["source"],
+                    citation=" ".join(sources[g["source"]].split()),
+                    hw=hw,
+                    shape=shape,
+                    layout=layout,
+                    gpus=int(r["gpus"]),
+                    global_batch=int(r["global_batch"]),
+                    metric=g["metric"],
+                    published=float(r["published"]),
+                    derived=bool(r.get("derived", False)),
+                    in_target=bool(r.get("in_target", True)),
+                    assumed=" ".join(str(g.get("assumed", "")).split()),
+                    note=str(r.get("note", "")),
+                )
+            )
     return cases
 
 
@@ -113,7 +145,9 @@ def log_errors(cases: list[Case], c: Coefficients) -> np.ndarray:
     return np.array([math.log(predict_case(k, c)[0] / k.published) for k in cases])
 
 
-def fit_coefficients(cases: list[Case], base: Coefficients = DEFAULT, names: tuple[str, ...] = FITTED) -> Coefficients:
+def fit_coefficients(
+    cases: list[Case], base: Coefficients = DEFAULT, names: tuple[str, ...] = FITTED
+) -> Coefficients:
     """Least squares on log(predicted/published) over the cases, for the named coefficients only."""
     from scipy.optimize import least_squares
 
@@ -123,9 +157,17 @@ def fit_coefficients(cases: list[Case], base: Coefficients = DEFAULT, names: tup
     lo = np.array([FIT_RANGE[k][0] for k in names])
     hi = np.array([FIT_RANGE[k][1] for k in names])
     scale = np.array([FIT_RANGE[k][2] for k in names])
-    z0 = np.array([getattr(base, k) or FIT_RANGE[k][2] for k in names])  # an unset (0) value starts at its scale
-    sol = least_squares(lambda z: log_errors(cases, coeffs(z)), np.clip(z0, lo, hi), bounds=(lo, hi),
-                        x_scale=scale, xtol=1e-10, ftol=1e-10)
+    z0 = np.array(
+        [getattr(base, k) or FIT_RANGE[k][2] for k in names]
+    )  # an unset (0) value starts at its scale
+    sol = least_squares(
+        lambda z: log_errors(cases, coeffs(z)),
+        np.clip(z0, lo, hi),
+        bounds=(lo, hi),
+        x_scale=scale,
+        xtol=1e-10,
+        ftol=1e-10,
+    )
     return coeffs(sol.x)
 
 
@@ -145,29 +187,43 @@ class Calibration:
         Leave-one-source-out when available (rows of one paper share a software stack and
         GPU type, so their errors are correlated and leave-one-row-out is optimistic).
         """
-        e = np.array(list(self.loso_log_errors.values()) or list(self.loo_log_errors.values())
-                     or list(self.in_sample_log_errors.values()))
+        e = np.array(
+            list(self.loso_log_errors.values())
+            or list(self.loo_log_errors.values())
+            or list(self.in_sample_log_errors.values())
+        )
         return float(np.sqrt(np.mean(e**2))) if len(e) else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"coefficients": self.coeffs.to_dict(), "fitted": list(FITTED),
-                "n_bootstrap": len(self.boot),
-                "bootstrap_90": {k: [float(np.quantile([getattr(b, k) for b in self.boot], q)) for q in (0.05, 0.95)]
-                                 for k in FITTED} if self.boot else {},
-                "residual_sd_log": self.residual_sd(),
-                "residual_sd_from": "leave-one-source-out" if self.loso_log_errors else (
-                    "leave-one-out" if self.loo_log_errors else "in-sample")}
+        return {
+            "coefficients": self.coeffs.to_dict(),
+            "fitted": list(FITTED),
+            "n_bootstrap": len(self.boot),
+            "bootstrap_90": {
+                k: [float(np.quantile([getattr(b, k) for b in self.boot], q)) for q in (0.05, 0.95)]
+                for k in FITTED
+            }
+            if self.boot
+            else {},
+            "residual_sd_log": self.residual_sd(),
+            "residual_sd_from": "leave-one-source-out"
+            if self.loso_log_errors
+            else ("leave-one-out" if self.loo_log_errors else "in-sample"),
+        }
 
 
-def calibrate(cases: list[Case] | None = None, *, n_bootstrap: int = 50, loo: bool = True,
-              seed: int = 0) -> Calibration:
+def calibrate(
+    cases: list[Case] | None = None, *, n_bootstrap: int = 50, loo: bool = True, seed: int = 0
+) -> Calibration:
     """Fit the efficiency curve over all cases; optionally leave-one-out and bootstrap refits."""
     cases = [k for k in (load_cases() if cases is None else cases) if k.in_target]
     c = fit_coefficients(cases)
-    cal = Calibration(c, in_sample_log_errors=dict(zip([k.id for k in cases], log_errors(cases, c), strict=True)))
+    cal = Calibration(
+        c, in_sample_log_errors=dict(zip([k.id for k in cases], log_errors(cases, c), strict=True))
+    )
     if loo:
         for i, k in enumerate(cases):
-            ci = fit_coefficients(cases[:i] + cases[i + 1:], base=c)
+            ci = fit_coefficients(cases[:i] + cases[i + 1 :], base=c)
             cal.loo_log_errors[k.id] = math.log(predict_case(k, ci)[0] / k.published)
         for src in sorted({k.source for k in cases}):
             cs = fit_coefficients([k for k in cases if k.source != src], base=c)
@@ -190,21 +246,39 @@ def replay(cases: list[Case] | None = None, cal: Calibration | None = None) -> l
         value, p = predict_case(k, cal.coeffs)
         loo = cal.loo_log_errors.get(k.id)
         loso = cal.loso_log_errors.get(k.id)
-        rows.append({
-            "id": k.id, "group": k.group, "source": k.source, "gpu": k.hw.name, "gpus": k.gpus,
-            "layout": k.layout.describe(), "global_batch": k.global_batch, "metric": k.metric,
-            "published": k.published, "predicted": value, "error": value / k.published - 1.0,
-            "loo_predicted": None if loo is None else k.published * math.exp(loo),
-            "loo_error": None if loo is None else math.exp(loo) - 1.0,
-            "loso_error": None if loso is None else math.exp(loso) - 1.0,
-            "derived": k.derived, "in_target": k.in_target, "mfu_pred": p.mfu, "efficiency": p.efficiency,
-            "t_step_s": p.t_step, "share_compute": p.t_compute / p.t_step, "share_bubble": p.t_bubble / p.t_step,
-            "share_tp": p.exposed_tp / p.t_step, "share_pp": p.exposed_pp / p.t_step,
-            "share_dp": p.exposed_dp / p.t_step, "share_straggler": p.t_straggler / p.t_step,
-            "memory_gb": p.memory.get("total_bytes", math.nan) / 1e9,
-            "memory_fits": not any(r.startswith("memory") for r in p.reasons),
-            "assumed": k.assumed, "note": k.note,
-        })
+        rows.append(
+            {
+                "id": k.id,
+                "group": k.group,
+                "source": k.source,
+                "gpu": k.hw.name,
+                "gpus": k.gpus,
+                "layout": k.layout.describe(),
+                "global_batch": k.global_batch,
+                "metric": k.metric,
+                "published": k.published,
+                "predicted": value,
+                "error": value / k.published - 1.0,
+                "loo_predicted": None if loo is None else k.published * math.exp(loo),
+                "loo_error": None if loo is None else math.exp(loo) - 1.0,
+                "loso_error": None if loso is None else math.exp(loso) - 1.0,
+                "derived": k.derived,
+                "in_target": k.in_target,
+                "mfu_pred": p.mfu,
+                "efficiency": p.efficiency,
+                "t_step_s": p.t_step,
+                "share_compute": p.t_compute / p.t_step,
+                "share_bubble": p.t_bubble / p.t_step,
+                "share_tp": p.exposed_tp / p.t_step,
+                "share_pp": p.exposed_pp / p.t_step,
+                "share_dp": p.exposed_dp / p.t_step,
+                "share_straggler": p.t_straggler / p.t_step,
+                "memory_gb": p.memory.get("total_bytes", math.nan) / 1e9,
+                "memory_fits": not any(r.startswith("memory") for r in p.reasons),
+                "assumed": k.assumed,
+                "note": k.note,
+            }
+        )
     return rows
 
 
@@ -216,21 +290,26 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tgt = [r for r in rows if r["in_target"]]
     err = np.abs([r["error"] for r in tgt])
     out: dict[str, Any] = {
-        "n_cases": len(tgt), "n_out_of_scope": len(rows) - len(tgt),
-        "median_abs_error": float(np.median(err)), "max_abs_error": float(np.max(err)),
+        "n_cases": len(tgt),
+        "n_out_of_scope": len(rows) - len(tgt),
+        "median_abs_error": float(np.median(err)),
+        "max_abs_error": float(np.max(err)),
         "worst_case": tgt[int(np.argmax(err))]["id"],
         "target": {"median_abs_error": TARGET_MEDIAN, "max_abs_error": TARGET_MAX},
         "memory_model_rejects": [r["id"] for r in rows if not r["memory_fits"]],
     }
-    out["meets_target"] = bool(out["median_abs_error"] <= TARGET_MEDIAN and out["max_abs_error"] <= TARGET_MAX)
+    out["meets_target"] = bool(
+        out["median_abs_error"] <= TARGET_MEDIAN and out["max_abs_error"] <= TARGET_MAX
+    )
     loo_rows = [r for r in tgt if r["loo_error"] is not None]
     if loo_rows:
         loo = np.abs([r["loo_error"] for r in loo_rows])
         out["loo_median_abs_error"] = float(np.median(loo))
         out["loo_max_abs_error"] = float(np.max(loo))
         out["loo_worst_case"] = loo_rows[int(np.argmax(loo))]["id"]
-        out["loo_meets_target"] = bool(out["loo_median_abs_error"] <= TARGET_MEDIAN
-                                       and out["loo_max_abs_error"] <= TARGET_MAX)
+        out["loo_meets_target"] = bool(
+            out["loo_median_abs_error"] <= TARGET_MEDIAN and out["loo_max_abs_error"] <= TARGET_MAX
+        )
     loso_rows = [r for r in tgt if r.get("loso_error") is not None]
     if loso_rows:
         loso = np.abs([r["loso_error"] for r in loso_rows])

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.core.records import atomic_write_text, records_table
+from harness.core.io import atomic_write_text
+from harness.core.records import records_table
 
 
 def _figure(width: float = 6.4, height: float = 4.0):
@@ -43,7 +44,9 @@ def runs_section(results: Path) -> tuple[list[str], Any]:
     ]
     for _, r in df.sort_values(["N", "D", "world_size"]).iterrows():
         if r["status"] != "completed":
-            lines.append(f"| {r['run_id']} | {r['N'] or ''} | {r['world_size'] or ''} | | {r['status']} | | | | |")
+            lines.append(
+                f"| {r['run_id']} | {r['N'] or ''} | {r['world_size'] or ''} | | {r['status']} | | | | |"
+            )
             continue
         lines.append(
             f"| {r['run_id']} | {r['N']:,} | {r['world_size']} | {r['D']:,} | {r['loss']:.3f} | "
@@ -73,14 +76,20 @@ def throughput_section(done, out: Path) -> list[str]:
         try:
             fit = throughput.fit_measured(g, n_bootstrap=200)
             n = np.arange(1, int(g["world_size"].max()) * 2 + 1)
-            pred = fit.predict(n, np.full(n.shape, tpd), np.full(n.shape, base["flops_per_token"]),
-                               np.full(n.shape, base["N_total"]))
+            pred = fit.predict(
+                n,
+                np.full(n.shape, tpd),
+                np.full(n.shape, base["flops_per_token"]),
+                np.full(n.shape, base["N_total"]),
+            )
             rate = tpd / pred["value"]
             ax1.plot(n, rate, "-", label=f"{model} step-time law")
             if "lo" in pred:
                 ax1.fill_between(n, tpd / pred["hi"], tpd / pred["lo"], alpha=0.2)
-            lines.append(f"- {model}: step-time law fitted on {fit.n_points} runs, relative RMSE {fit.rel_rmse:.1%}; "
-                         f"parameters {', '.join(f'{k}={v:.3g}' for k, v in fit.params.items())}.")
+            lines.append(
+                f"- {model}: step-time law fitted on {fit.n_points} runs, relative RMSE {fit.rel_rmse:.1%}; "
+                f"parameters {', '.join(f'{k}={v:.3g}' for k, v in fit.params.items())}."
+            )
         except Exception as e:  # too few points for the law's parameters: say so, keep the measured points
             lines.append(f"- {model}: step-time law not fitted ({type(e).__name__}: {e}).")
     ax1.set(xlabel="processes (CPU ranks)", ylabel="tokens/s per process", title="Throughput per device")
@@ -93,11 +102,17 @@ def throughput_section(done, out: Path) -> list[str]:
     try:
         llo = throughput.leave_largest_out(done)
         for r in llo["rows"]:
-            parts = [f"{name} {r[key]:+.1%}" for name, key in (("grey-box law", "greybox_error"), ("USL", "usl_error"))
-                     if key in r]
-            lines.append(f"- Leave-largest-process-count-out, {r['model']} at n = {llo['held_out_world_size']}: "
-                         f"measured {r['measured_tokens_per_s']:,.0f} tokens/s; predicted error "
-                         + (", ".join(parts) or "none (" + r.get("usl_note", "") + ")") + ".")
+            parts = [
+                f"{name} {r[key]:+.1%}"
+                for name, key in (("grey-box law", "greybox_error"), ("USL", "usl_error"))
+                if key in r
+            ]
+            lines.append(
+                f"- Leave-largest-process-count-out, {r['model']} at n = {llo['held_out_world_size']}: "
+                f"measured {r['measured_tokens_per_s']:,.0f} tokens/s; predicted error "
+                + (", ".join(parts) or "none (" + r.get("usl_note", "") + ")")
+                + "."
+            )
     except Exception as e:
         lines.append(f"- Leave-largest-out validation not possible here ({type(e).__name__}: {e}).")
     return ["![measured throughput](throughput_measured.png)", "", *lines]
@@ -125,9 +140,12 @@ def scaling_curve_section(ex: dict, out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "scaling_curve.png")
     below = ex["scaling"].get("first_below_90pct")
-    return ["![predicted scaling](scaling_curve.png)", "",
-            f"Efficiency is relative to {ex['scaling'].get('reference_gpus')} GPUs; it first drops below 90% at "
-            f"{below if below else 'no GPU count in the range'}."]
+    return [
+        "![predicted scaling](scaling_curve.png)",
+        "",
+        f"Efficiency is relative to {ex['scaling'].get('reference_gpus')} GPUs; it first drops below 90% at "
+        f"{below if below else 'no GPU count in the range'}.",
+    ]
 
 
 def commbench_section(root: Path, out: Path) -> list[str]:
@@ -145,15 +163,27 @@ def commbench_section(root: Path, out: Path) -> list[str]:
         g = g.sort_values("size_bytes")
         ax.plot(g["size_bytes"], g["busbw_Bps"] / 1e9, "o-", ms=3, label=f"{op} n={ws} {backend}")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="message size (bytes)", ylabel="bus bandwidth (GB/s)", title="Collective bus bandwidth (nccl-tests definition)")
+    ax.set(
+        xlabel="message size (bytes)",
+        ylabel="bus bandwidth (GB/s)",
+        title="Collective bus bandwidth (nccl-tests definition)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "busbw.png")
     best = df.loc[df.groupby("op")["busbw_Bps"].idxmax()]
-    lines = ["![bus bandwidth](busbw.png)", "", "| op | backend | device | world | best busbw | at size |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['op']} | {r['backend']} | {r['device']} | {r['world_size']} | {r['busbw_Bps'] / 1e9:.2f} GB/s | "
-              f"{int(r['size_bytes']):,} B |" for _, r in best.iterrows()]
+    lines = [
+        "![bus bandwidth](busbw.png)",
+        "",
+        "| op | backend | device | world | best busbw | at size |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['op']} | {r['backend']} | {r['device']} | {r['world_size']} | {r['busbw_Bps'] / 1e9:.2f} GB/s | "
+        f"{int(r['size_bytes']):,} B |"
+        for _, r in best.iterrows()
+    ]
     return lines
 
 
@@ -173,13 +203,17 @@ def fit_section(fit_dir: Path, out: Path) -> list[str]:
 
         t = pd.read_csv(table)
         keep = t[t["form"].isin(["chinchilla", "isoflop", "envelope", "saturating", "leave_largest_out"])]
-        lines += ["| group | form | quantity | at C | value | 90% interval | extrapolation (orders of C) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| group | form | quantity | at C | value | 90% interval | extrapolation (orders of C) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for _, r in keep.iterrows():
             iv = f"[{r['lo']:.4g}, {r['hi']:.4g}]" if np.isfinite(r["lo"]) else ""
             c = f"{r['C']:.3g}" if np.isfinite(r["C"]) else ""
             oom = f"{r['extrapolation_oom']:.2f}" if np.isfinite(r["extrapolation_oom"]) else ""
-            lines.append(f"| {r['group']} | {r['form']} | {r['quantity']} | {c} | {r['value']:.4g} | {iv} | {oom} |")
+            lines.append(
+                f"| {r['group']} | {r['form']} | {r['quantity']} | {c} | {r['value']:.4g} | {iv} | {oom} |"
+            )
     for group, g in (fit.get("groups") or {}).items():
         lines += [f"- {group}: form {name} skipped: {why}" for name, why in (g.get("skipped") or {}).items()]
     return lines
@@ -193,7 +227,9 @@ def include(path: Path, what: str, command: str) -> list[str]:
     return [("#" + line) if line.startswith("#") else line for line in text]
 
 
-def build(results: Path, commbench: Path, fit_dir: Path, validate_dir: Path, extrapolate_dir: Path, out: Path) -> Path:
+def build(
+    results: Path, commbench: Path, fit_dir: Path, validate_dir: Path, extrapolate_dir: Path, out: Path
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ex_path = extrapolate_dir / "extrapolate.json"
     ex = json.loads(ex_path.read_text()) if ex_path.exists() else None
@@ -220,7 +256,9 @@ def build(results: Path, commbench: Path, fit_dir: Path, validate_dir: Path, ext
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="harness report", description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=Path("results/default"), help="sweep folder of run records")
+    p.add_argument(
+        "--results", type=Path, default=Path("results/default"), help="sweep folder of run records"
+    )
     p.add_argument("--commbench", type=Path, default=Path("results/commbench"))
     p.add_argument("--fit", type=Path, default=Path("results/fit"))
     p.add_argument("--validate", type=Path, default=Path("results/validate"))

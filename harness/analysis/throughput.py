@@ -45,7 +45,9 @@ class Coefficients:
     """The fitted efficiencies: one set for every case and GPU type (never tuned per case)."""
 
     e_mm: float = 0.75  # fraction of the dense peak the matmuls reach
-    mem_bytes: float = 0.0  # memory-bound (elementwise) bytes per token, per layer, per unit of d_model on a GPU
+    mem_bytes: float = (
+        0.0  # memory-bound (elementwise) bytes per token, per layer, per unit of d_model on a GPU
+    )
     overlap: float = 1.0  # fraction of the overlap window that hides communication (when overlapped)
     straggler_cv: float = 0.0  # per-rank step-time jitter, relative (extreme of n: cv*sqrt(2 ln n))
     intra_bw_eff: float = 0.75  # achieved NCCL busbw / nominal NVLink (nccl-tests: ~230 of 300 GB/s on A100)
@@ -143,8 +145,9 @@ def _members_per_node(group: int, stride: int, devices_per_node: int) -> int:
     return max(1, min(group, devices_per_node // stride))
 
 
-def hierarchical_time(op: str, size: float, group: int, stride: int, hw: HardwareSpec, c: Coefficients,
-                      flat: bool = False) -> float:
+def hierarchical_time(
+    op: str, size: float, group: int, stride: int, hw: HardwareSpec, c: Coefficients, flat: bool = False
+) -> float:
     """One collective of nccl-tests size S over a group whose ranks are stride apart.
 
     Inside a node: the ring on NVLink. Across nodes: the same op within each node over
@@ -273,15 +276,20 @@ def predict_step(
     replaying runs that did happen, where a memory miss is an error of the memory model.
     """
     hw, c = _hw(hw), (calibrated() if c is None else c)
-    feas: Feasibility = check(s, lay, hw.memory_bytes, hw.devices_per_node,
-                              critical_batch_tokens=critical_batch_tokens)
+    feas: Feasibility = check(
+        s, lay, hw.memory_bytes, hw.devices_per_node, critical_batch_tokens=critical_batch_tokens
+    )
     blocking = [r for r in feas.reasons if enforce_memory or not r.startswith("memory")]
     if blocking:
-        return StepPrediction(feasible=False, reasons=feas.reasons, layout=lay, n_gpus=lay.world, memory=feas.memory)
+        return StepPrediction(
+            feasible=False, reasons=feas.reasons, layout=lay, n_gpus=lay.world, memory=feas.memory
+        )
 
     m = lay.num_micro_batches
     t_micro = micro_batch_compute_time(s, lay, hw, c)
-    flops_gpu_micro = lay.micro_batch * s.seq_len * hardware_flops_per_token(s, lay.recompute) / (lay.tp * lay.pp)
+    flops_gpu_micro = (
+        lay.micro_batch * s.seq_len * hardware_flops_per_token(s, lay.recompute) / (lay.tp * lay.pp)
+    )
     e = flops_gpu_micro / (hw.peak_flops * t_micro)  # achieved fraction of peak while computing
     t_compute = m * t_micro
     t_bubble = (lay.pp - 1) / lay.virtual_stages * t_micro
@@ -302,12 +310,29 @@ def predict_step(
     tps = tokens / t_step
     hw_fpt = hardware_flops_per_token(s, lay.recompute)
     return StepPrediction(
-        feasible=True, reasons=feas.reasons, layout=lay, n_gpus=n, memory=feas.memory,
-        t_compute=t_compute, t_bubble=t_bubble, t_tp=t_tp, t_pp=t_pp, t_dp=t_dp,
-        exposed_tp=exposed_tp, exposed_pp=exposed_pp, exposed_dp=exposed_dp, t_straggler=t_strag,
-        t_step=t_step, efficiency=e, tokens_per_step=tokens, tokens_per_s=tps, tokens_per_s_per_gpu=tps / n,
-        mfu=flops.mfu(tps, s, n, hw.peak_flops), hfu=tps * hw_fpt / (n * hw.peak_flops),
-        tflops_model_per_gpu=tps * flops.flops_per_token(s) / n / 1e12, tflops_hw_per_gpu=tps * hw_fpt / n / 1e12,
+        feasible=True,
+        reasons=feas.reasons,
+        layout=lay,
+        n_gpus=n,
+        memory=feas.memory,
+        t_compute=t_compute,
+        t_bubble=t_bubble,
+        t_tp=t_tp,
+        t_pp=t_pp,
+        t_dp=t_dp,
+        exposed_tp=exposed_tp,
+        exposed_pp=exposed_pp,
+        exposed_dp=exposed_dp,
+        t_straggler=t_strag,
+        t_step=t_step,
+        efficiency=e,
+        tokens_per_step=tokens,
+        tokens_per_s=tps,
+        tokens_per_s_per_gpu=tps / n,
+        mfu=flops.mfu(tps, s, n, hw.peak_flops),
+        hfu=tps * hw_fpt / (n * hw.peak_flops),
+        tflops_model_per_gpu=tps * flops.flops_per_token(s) / n / 1e12,
+        tflops_hw_per_gpu=tps * hw_fpt / n / 1e12,
     )
 
 
@@ -379,7 +404,10 @@ def on_allocation(pred: StepPrediction, n_allocated: int) -> StepPrediction:
     pred.hfu *= f
     pred.tflops_model_per_gpu *= f
     pred.tflops_hw_per_gpu *= f
-    pred.reasons = [*pred.reasons, f"{n_allocated - used} of {n_allocated} GPUs idle (TP x PP does not divide n)"]
+    pred.reasons = [
+        *pred.reasons,
+        f"{n_allocated - used} of {n_allocated} GPUs idle (TP x PP does not divide n)",
+    ]
     return pred
 
 
@@ -423,11 +451,19 @@ def choose_layout(
                     pred = predict_step(s, lay, hw, c, critical_batch_tokens=critical_batch_tokens)
                     if per_replica == 0:
                         pred.feasible = False
-                        pred.reasons = [f"global batch {b_seqs} sequences < DP{dp} replicas: less than one "
-                                        "sequence per model replica", *pred.reasons]
+                        pred.reasons = [
+                            f"global batch {b_seqs} sequences < DP{dp} replicas: less than one "
+                            "sequence per model replica",
+                            *pred.reasons,
+                        ]
                     pred = on_allocation(pred, n_gpus)
                     evaluated += 1
-                    if tp == 1 and pp == 1 and lay.zero_stage == 0 and (pure_dp is None or _better(pred, pure_dp)):
+                    if (
+                        tp == 1
+                        and pp == 1
+                        and lay.zero_stage == 0
+                        and (pure_dp is None or _better(pred, pure_dp))
+                    ):
                         pure_dp = pred
                     if not pred.feasible:
                         kind = _reason_kind(pred.reasons[0])
@@ -455,8 +491,16 @@ def _dp_candidates(dp_max: int, b_seqs: int, pp: int) -> list[tuple[int, int]]:
     return sorted(out, reverse=True)
 
 
-def _layouts(s: flops.Shape, tp: int, pp: int, dp: int, per_replica: int, zero_choices: tuple[int, ...],
-             overlap_comm: bool, grad_bytes: int):
+def _layouts(
+    s: flops.Shape,
+    tp: int,
+    pp: int,
+    dp: int,
+    per_replica: int,
+    zero_choices: tuple[int, ...],
+    overlap_comm: bool,
+    grad_bytes: int,
+):
     """Every ZeRO stage, micro-batch, interleaving and recomputation for one TP x PP x DP."""
     per_stage = s.n_layer // pp
     for zero in zero_choices:
@@ -466,13 +510,26 @@ def _layouts(s: flops.Shape, tp: int, pp: int, dp: int, per_replica: int, zero_c
             if (per_replica and (mb > per_replica or per_replica % mb)) or (not per_replica and mb > 1):
                 continue
             m = max(1, per_replica // mb)
-            vs = [1] + [v for v in range(2, min(per_stage, 16) + 1) if per_stage % v == 0 and m % pp == 0] \
-                if pp > 1 else [1]
+            vs = (
+                [1] + [v for v in range(2, min(per_stage, 16) + 1) if per_stage % v == 0 and m % pp == 0]
+                if pp > 1
+                else [1]
+            )
             for v in vs:
                 for rc in RECOMPUTE_CHOICES:
-                    yield Layout(tp=tp, pp=pp, dp=dp, zero_stage=zero, micro_batch=mb, num_micro_batches=m,
-                                 virtual_stages=v, recompute=rc, sequence_parallel=tp > 1,
-                                 overlap_comm=overlap_comm, grad_bytes=grad_bytes)
+                    yield Layout(
+                        tp=tp,
+                        pp=pp,
+                        dp=dp,
+                        zero_stage=zero,
+                        micro_batch=mb,
+                        num_micro_batches=m,
+                        virtual_stages=v,
+                        recompute=rc,
+                        sequence_parallel=tp > 1,
+                        overlap_comm=overlap_comm,
+                        grad_bytes=grad_bytes,
+                    )
 
 
 def _better(a: StepPrediction, b: StepPrediction) -> bool:
@@ -483,8 +540,9 @@ def _better(a: StepPrediction, b: StepPrediction) -> bool:
     return a.memory.get("total_bytes", math.inf) < b.memory.get("total_bytes", math.inf)
 
 
-def _explain(n: int, b_seqs: int, best: StepPrediction | None, pure_dp: StepPrediction | None,
-             rejected: dict[str, int]) -> str:
+def _explain(
+    n: int, b_seqs: int, best: StepPrediction | None, pure_dp: StepPrediction | None, rejected: dict[str, int]
+) -> str:
     parts = []
     if pure_dp is None:
         parts.append("pure data parallelism was not evaluated")
@@ -493,17 +551,25 @@ def _explain(n: int, b_seqs: int, best: StepPrediction | None, pure_dp: StepPred
     elif best is not None and best.layout.tp == 1 and best.layout.pp == 1 and best.layout.zero_stage == 0:
         parts.append("pure data parallelism is feasible and fastest")
     elif best is not None:
-        parts.append(f"pure data parallelism is feasible but slower ({pure_dp.tokens_per_s_per_gpu:.0f} vs "
-                     f"{best.tokens_per_s_per_gpu:.0f} tokens/s/GPU)")
+        parts.append(
+            f"pure data parallelism is feasible but slower ({pure_dp.tokens_per_s_per_gpu:.0f} vs "
+            f"{best.tokens_per_s_per_gpu:.0f} tokens/s/GPU)"
+        )
     if best is None:
-        parts.append(f"no feasible layout for {n} GPUs at {b_seqs} sequences per step "
-                     f"(rejections by first reason: {rejected})")
+        parts.append(
+            f"no feasible layout for {n} GPUs at {b_seqs} sequences per step "
+            f"(rejections by first reason: {rejected})"
+        )
     else:
         lay = best.layout
-        parts.append(f"assumed layout: {lay.describe()}; {best.tokens_per_step / n:.0f} tokens per GPU per step")
+        parts.append(
+            f"assumed layout: {lay.describe()}; {best.tokens_per_step / n:.0f} tokens per GPU per step"
+        )
         if lay.global_batch_seqs != b_seqs:
-            parts.append(f"global batch {lay.global_batch_seqs} sequences (requested {b_seqs}: "
-                         f"floor(B/dp) per replica)")
+            parts.append(
+                f"global batch {lay.global_batch_seqs} sequences (requested {b_seqs}: "
+                f"floor(B/dp) per replica)"
+            )
         if lay.world != n:
             parts.append(f"{n - lay.world} GPUs idle")
     return "; ".join(parts)
@@ -532,8 +598,14 @@ class MeasuredFit:
     comm_source: str
     world_sizes: list[int]
 
-    def predict(self, n: Any, tokens_per_device: Any, flops_per_token: Any, n_params: Any,
-                q: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
+    def predict(
+        self,
+        n: Any,
+        tokens_per_device: Any,
+        flops_per_token: Any,
+        n_params: Any,
+        q: tuple[float, float] = (0.05, 0.95),
+    ) -> dict[str, np.ndarray]:
         """Step time (s) with a bootstrap interval that also carries the fit's residual scatter."""
         x = _measured_inputs(n, tokens_per_device, flops_per_token, n_params, self.grad_bytes)
         point = _measured_model(np.array([self.params[k] for k in MEASURED_PARAMS]), *x)
@@ -550,10 +622,16 @@ class MeasuredFit:
         for i, k in enumerate(MEASURED_PARAMS):
             col = self.boot[:, i] if len(self.boot) else np.array([self.params[k]])
             ci[k] = [float(np.quantile(col, 0.05)), float(np.quantile(col, 0.95))]
-        return {"form": "T = c/R + max(0, T_dp - overlap*(2/3)c/R) + cv*(c/R)*sqrt(2 ln n)",
-                "params": self.params, "intervals_90": ci, "n_points": self.n_points,
-                "rel_rmse": self.rel_rmse, "comm_source": self.comm_source, "world_sizes": self.world_sizes,
-                "n_bootstrap_ok": len(self.boot)}
+        return {
+            "form": "T = c/R + max(0, T_dp - overlap*(2/3)c/R) + cv*(c/R)*sqrt(2 ln n)",
+            "params": self.params,
+            "intervals_90": ci,
+            "n_points": self.n_points,
+            "rel_rmse": self.rel_rmse,
+            "comm_source": self.comm_source,
+            "world_sizes": self.world_sizes,
+            "n_bootstrap_ok": len(self.boot),
+        }
 
 
 def _grad_bytes(d) -> np.ndarray:
@@ -588,6 +666,7 @@ def _fit_measured_once(x, t, comm, fixed_comm: tuple[float, float] | None, p0: n
     from scipy.optimize import least_squares
 
     n, work, nbytes, steps, factor = x
+
     # Parameters in log space where they are scales (rate, alpha, busbw); overlap, cv bounded.
     def unpack(z):
         rate, ov, cv = math.exp(z[0]), z[1], z[2]
@@ -612,7 +691,9 @@ def _fit_measured_once(x, t, comm, fixed_comm: tuple[float, float] | None, p0: n
         lo += [math.log(1e-9), math.log(1e3)]
         hi += [math.log(10.0), math.log(1e13)]
     z0 = list(np.clip(z0, lo, hi))
-    sol = least_squares(resid, np.array(z0), bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    sol = least_squares(
+        resid, np.array(z0), bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12
+    )
     return unpack(sol.x)
 
 
@@ -635,12 +716,19 @@ def fit_measured(
     d = df.dropna(subset=need)
     d = d[d["step_time_s"] > 0]
     if len(d) < 4 or d["world_size"].nunique() < 2:
-        raise ValueError(f"need >= 4 runs over >= 2 world sizes with step times to fit the throughput law; "
-                         f"got {len(d)} runs, world sizes {sorted(d['world_size'].unique().tolist())}")
+        raise ValueError(
+            f"need >= 4 runs over >= 2 world sizes with step times to fit the throughput law; "
+            f"got {len(d)} runs, world sizes {sorted(d['world_size'].unique().tolist())}"
+        )
     npar_col = "N_total" if "N_total" in d and d["N_total"].notna().all() else "N"
     gb = _grad_bytes(d) if grad_bytes is None else np.full(len(d), float(grad_bytes))
-    x = _measured_inputs(d["world_size"].to_numpy(), d["tokens_per_device_per_step"].to_numpy(),
-                         d["flops_per_token"].to_numpy(), d[npar_col].to_numpy(), gb)
+    x = _measured_inputs(
+        d["world_size"].to_numpy(),
+        d["tokens_per_device_per_step"].to_numpy(),
+        d["flops_per_token"].to_numpy(),
+        d[npar_col].to_numpy(),
+        gb,
+    )
     t = d["step_time_s"].to_numpy(float)
     comm = d["comm_time_s"].to_numpy(float) if "comm_time_s" in d else None
 
@@ -674,9 +762,15 @@ def fit_measured(
             boot.append(_fit_measured_once(xi, t[idx], None if comm is None else comm[idx], fixed, p))
         except (ValueError, FloatingPointError, OverflowError):
             continue
-    return MeasuredFit(dict(zip(MEASURED_PARAMS, map(float, p), strict=True)),
-                       np.array(boot) if boot else np.zeros((0, 5)), len(t), rel_rmse, float(np.median(gb)), source,
-                       sorted(int(k) for k in np.unique(x[0])))
+    return MeasuredFit(
+        dict(zip(MEASURED_PARAMS, map(float, p), strict=True)),
+        np.array(boot) if boot else np.zeros((0, 5)),
+        len(t),
+        rel_rmse,
+        float(np.median(gb)),
+        source,
+        sorted(int(k) for k in np.unique(x[0])),
+    )
 
 
 def leave_largest_out(df, *, n_bootstrap: int = 100, seed: int = 0) -> dict[str, Any]:
@@ -703,9 +797,16 @@ def leave_largest_out(df, *, n_bootstrap: int = 100, seed: int = 0) -> dict[str,
         small = series[series["world_size"] < n_max]
         if held.empty:
             continue
-        x_meas = float(held["tokens_per_s"].median()) if "tokens_per_s" in held else float(
-            held["tokens_per_device_per_step"].iloc[0] * n_max / held["step_time_s"].median())
-        row: dict[str, Any] = {"model": key[0], "tokens_per_device_per_step": key[1], "measured_tokens_per_s": x_meas}
+        x_meas = (
+            float(held["tokens_per_s"].median())
+            if "tokens_per_s" in held
+            else float(held["tokens_per_device_per_step"].iloc[0] * n_max / held["step_time_s"].median())
+        )
+        row: dict[str, Any] = {
+            "model": key[0],
+            "tokens_per_device_per_step": key[1],
+            "measured_tokens_per_s": x_meas,
+        }
         if gf is not None:
             t_pred = gf.predict(n_max, key[1], held["flops_per_token"].iloc[0], held[npar_col].iloc[0])
             x_pred = key[1] * n_max / float(np.squeeze(t_pred["value"]))

@@ -31,16 +31,27 @@ class USLFit:
         if not len(self.boot):
             return {"value": point, "lo": point, "hi": point}
         draws = np.array([usl(np.asarray(n, float), *b) for b in self.boot])
-        return {"value": point, "lo": np.quantile(draws, q[0], axis=0), "hi": np.quantile(draws, q[1], axis=0)}
+        return {
+            "value": point,
+            "lo": np.quantile(draws, q[0], axis=0),
+            "hi": np.quantile(draws, q[1], axis=0),
+        }
 
     def peak_n(self) -> float:
         """n of maximum throughput: sqrt((1 - sigma)/kappa) (infinite without coherency cost)."""
         return math.inf if self.kappa <= 0 else math.sqrt(max(0.0, 1.0 - self.sigma) / self.kappa)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"form": "X(n) = lambda n / (1 + sigma (n-1) + kappa n (n-1))", "lambda": self.lam,
-                "sigma": self.sigma, "kappa": self.kappa, "n_points": self.n_points, "rel_rmse": self.rel_rmse,
-                "peak_n": self.peak_n(), "n_bootstrap_ok": len(self.boot)}
+        return {
+            "form": "X(n) = lambda n / (1 + sigma (n-1) + kappa n (n-1))",
+            "lambda": self.lam,
+            "sigma": self.sigma,
+            "kappa": self.kappa,
+            "n_points": self.n_points,
+            "rel_rmse": self.rel_rmse,
+            "peak_n": self.peak_n(),
+            "n_bootstrap_ok": len(self.boot),
+        }
 
 
 def usl(n: np.ndarray, lam: float, sigma: float, kappa: float) -> np.ndarray:
@@ -55,8 +66,14 @@ def _fit_once(n: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
     def resid(z):
         return np.log(usl(n, math.exp(z[0]), z[1], z[2])) - np.log(x)
 
-    sol = least_squares(resid, [math.log(lam0), 0.01, 1e-4], bounds=([-np.inf, 0.0, 0.0], [np.inf, 1.0, 1.0]),
-                        xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    sol = least_squares(
+        resid,
+        [math.log(lam0), 0.01, 1e-4],
+        bounds=([-np.inf, 0.0, 0.0], [np.inf, 1.0, 1.0]),
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+    )
     return math.exp(sol.x[0]), float(sol.x[1]), float(sol.x[2])
 
 

@@ -19,9 +19,30 @@ from pathlib import Path
 from typing import Any
 
 FLAGS = {"--out": "out", "--results": "results", "--bootstrap": "bootstrap"}
-CSV_COLUMNS = ("id", "source", "gpu", "gpus", "layout", "global_batch", "metric", "published", "predicted", "error",
-               "loo_error", "loso_error", "in_target", "derived", "memory_fits", "memory_gb", "share_compute",
-               "share_bubble", "share_tp", "share_pp", "share_dp", "note")
+CSV_COLUMNS = (
+    "id",
+    "source",
+    "gpu",
+    "gpus",
+    "layout",
+    "global_batch",
+    "metric",
+    "published",
+    "predicted",
+    "error",
+    "loo_error",
+    "loso_error",
+    "in_target",
+    "derived",
+    "memory_fits",
+    "memory_gb",
+    "share_compute",
+    "share_bubble",
+    "share_tp",
+    "share_pp",
+    "share_dp",
+    "note",
+)
 
 
 def parse_args(argv: list[str]) -> dict[str, Any] | None:
@@ -52,8 +73,13 @@ def _val(x: float, metric: str) -> str:
     return f"{100 * x:.1f}%" if metric == "mfu" else f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], cal: dict[str, Any], command: str,
-             measured: dict[str, Any] | None) -> str:
+def markdown(
+    rows: list[dict[str, Any]],
+    summ: dict[str, Any],
+    cal: dict[str, Any],
+    command: str,
+    measured: dict[str, Any] | None,
+) -> str:
     c = cal["coefficients"]
     lines = [
         "# Throughput law vs published runs",
@@ -73,9 +99,11 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], cal: dict[str, An
             notes.append(f"memory model: {r['memory_gb']:.0f} GB, does not fit")
         if r["note"]:
             notes.append(r["note"])
-        lines.append(f"| {r['id']} | {r['source']} | {r['gpus']:,} x {r['gpu']} | {r['layout']} | {r['metric']} | "
-                     f"{_val(r['published'], r['metric'])} | {_val(r['predicted'], r['metric'])} | {_pct(r['error'])} | "
-                     f"{_pct(r['loo_error'])} | {_pct(r['loso_error'])} | {'; '.join(notes)} |")
+        lines.append(
+            f"| {r['id']} | {r['source']} | {r['gpus']:,} x {r['gpu']} | {r['layout']} | {r['metric']} | "
+            f"{_val(r['published'], r['metric'])} | {_val(r['predicted'], r['metric'])} | {_pct(r['error'])} | "
+            f"{_pct(r['loo_error'])} | {_pct(r['loso_error'])} | {'; '.join(notes)} |"
+        )
     lines += [
         "",
         f"**In-target cases: {summ['n_cases']}** ({summ['n_out_of_scope']} more replayed but out of scope). "
@@ -88,12 +116,16 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], cal: dict[str, An
         f"{100 * summ['max_abs_error']:.1f}% | {summ['worst_case']} |",
     ]
     if "loo_median_abs_error" in summ:
-        lines.append(f"| leave-one-case-out | {100 * summ['loo_median_abs_error']:.1f}% | "
-                     f"{100 * summ['loo_max_abs_error']:.1f}% | {summ['loo_worst_case']} |")
+        lines.append(
+            f"| leave-one-case-out | {100 * summ['loo_median_abs_error']:.1f}% | "
+            f"{100 * summ['loo_max_abs_error']:.1f}% | {summ['loo_worst_case']} |"
+        )
     if "loso_median_abs_error" in summ:
-        lines.append(f"| leave-one-source-out (a paper's rows predicted from the other papers) | "
-                     f"{100 * summ['loso_median_abs_error']:.1f}% | {100 * summ['loso_max_abs_error']:.1f}% | "
-                     f"{summ['loso_worst_case']} |")
+        lines.append(
+            f"| leave-one-source-out (a paper's rows predicted from the other papers) | "
+            f"{100 * summ['loso_median_abs_error']:.1f}% | {100 * summ['loso_max_abs_error']:.1f}% | "
+            f"{summ['loso_worst_case']} |"
+        )
     lines += [
         "",
         f"Target met (in-sample and leave-one-out): **{'yes' if summ['meets_target'] and summ.get('loo_meets_target', True) else 'no'}**.",
@@ -118,14 +150,21 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], cal: dict[str, An
         if "error" in measured:
             lines.append(measured["error"])
         else:
-            lines.append(f"Held out: world size {measured['held_out_world_size']}; median |error| grey-box "
-                         f"{_pct(measured.get('median_abs_greybox_error'))}, USL {_pct(measured.get('median_abs_usl_error'))}.")
-            lines += ["", "| model | tokens/device/step | measured tokens/s | grey-box | error | USL | error |",
-                      "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"Held out: world size {measured['held_out_world_size']}; median |error| grey-box "
+                f"{_pct(measured.get('median_abs_greybox_error'))}, USL {_pct(measured.get('median_abs_usl_error'))}."
+            )
+            lines += [
+                "",
+                "| model | tokens/device/step | measured tokens/s | grey-box | error | USL | error |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for r in measured["rows"]:
-                lines.append(f"| {r['model']} | {r['tokens_per_device_per_step']} | {r['measured_tokens_per_s']:.4g} | "
-                             f"{r.get('greybox_tokens_per_s', float('nan')):.4g} | {_pct(r.get('greybox_error'))} | "
-                             f"{r.get('usl_tokens_per_s', float('nan')):.4g} | {_pct(r.get('usl_error'))} |")
+                lines.append(
+                    f"| {r['model']} | {r['tokens_per_device_per_step']} | {r['measured_tokens_per_s']:.4g} | "
+                    f"{r.get('greybox_tokens_per_s', float('nan')):.4g} | {_pct(r.get('greybox_error'))} | "
+                    f"{r.get('usl_tokens_per_s', float('nan')):.4g} | {_pct(r.get('usl_error'))} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -143,11 +182,19 @@ def run(opts: dict[str, Any], command: str) -> tuple[dict[str, Any], str]:
 
         table = records_table(opts["results"])
         try:
-            measured = leave_largest_out(table) if not table.empty else {"error": "no completed training records"}
+            measured = (
+                leave_largest_out(table) if not table.empty else {"error": "no completed training records"}
+            )
         except (ValueError, KeyError) as e:
             measured = {"error": f"leave-largest-out not possible: {e}"}
-    doc = {"command": command, "summary": summ, "calibration": cal.to_dict(), "rows": rows,
-           "citations": {k.source: k.citation for k in cases}, "measured_leave_largest_out": measured}
+    doc = {
+        "command": command,
+        "summary": summ,
+        "calibration": cal.to_dict(),
+        "rows": rows,
+        "citations": {k.source: k.citation for k in cases},
+        "measured_leave_largest_out": measured,
+    }
     return doc, markdown(rows, summ, cal.to_dict(), command, measured)
 
 

@@ -32,8 +32,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="harness pipeline", description=__doc__.splitlines()[0])
     p.add_argument("--sweep", default="default", help="sweep preset to run (default: default)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results root")
-    p.add_argument("--out", type=Path, default=None, help="where fit/validate/extrapolate/report go "
-                   "(default: <results>/pipeline)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where fit/validate/extrapolate/report go (default: <results>/pipeline)",
+    )
     p.add_argument("--cluster", default="colossus")
     p.add_argument("--model", default="gpt3-175b", help="model shape for the throughput extrapolation")
     p.add_argument("--bootstrap", type=int, default=1000)
@@ -48,17 +52,67 @@ def main(argv: list[str]) -> int:
     start = time.time()
     if not a.skip_sweep:
         _step("sweep", lambda: sweep.main([f"sweep={a.sweep}", f"results_dir={a.results}"]), status)
-    _step("commbench", lambda: commbench.main(["--world-sizes", "2", "--max-bytes", str(16 << 20),
-                                               "--results-root", str(a.results / "commbench"), "--quiet"]), status)
-    _step("fit", lambda: fit_cmd.main([str(runs), "--out", str(out / "fit"), "--bootstrap", str(a.bootstrap)]), status)
-    _step("validate", lambda: validate_cmd.main(["--out", str(out / "validate"), "--results", str(runs)]), status)
-    _step("extrapolate", lambda: extrapolate_cmd.main([f"cluster={a.cluster}", f"model={a.model}", "--results", str(runs),
-                                                       "--critical-batch", "auto", "--out", str(out / "extrapolate")]),
-          status)
-    _step("report", lambda: report.main(["--results", str(runs), "--commbench", str(a.results / "commbench"),
-                                         "--fit", str(out / "fit"), "--validate", str(out / "validate"),
-                                         "--extrapolate", str(out / "extrapolate"), "--out", str(out / "report")]),
-          status)
+    _step(
+        "commbench",
+        lambda: commbench.main(
+            [
+                "--world-sizes",
+                "2",
+                "--max-bytes",
+                str(16 << 20),
+                "--results-root",
+                str(a.results / "commbench"),
+                "--quiet",
+            ]
+        ),
+        status,
+    )
+    _step(
+        "fit",
+        lambda: fit_cmd.main([str(runs), "--out", str(out / "fit"), "--bootstrap", str(a.bootstrap)]),
+        status,
+    )
+    _step(
+        "validate",
+        lambda: validate_cmd.main(["--out", str(out / "validate"), "--results", str(runs)]),
+        status,
+    )
+    _step(
+        "extrapolate",
+        lambda: extrapolate_cmd.main(
+            [
+                f"cluster={a.cluster}",
+                f"model={a.model}",
+                "--results",
+                str(runs),
+                "--critical-batch",
+                "auto",
+                "--out",
+                str(out / "extrapolate"),
+            ]
+        ),
+        status,
+    )
+    _step(
+        "report",
+        lambda: report.main(
+            [
+                "--results",
+                str(runs),
+                "--commbench",
+                str(a.results / "commbench"),
+                "--fit",
+                str(out / "fit"),
+                "--validate",
+                str(out / "validate"),
+                "--extrapolate",
+                str(out / "extrapolate"),
+                "--out",
+                str(out / "report"),
+            ]
+        ),
+        status,
+    )
     print(f"\npipeline finished in {time.time() - start:.0f} s")
     for name, st in status.items():
         print(f"  {name:12s} {st}")

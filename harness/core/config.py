@@ -220,7 +220,9 @@ def _short_hydra_message(e: BaseException) -> str:
     # Keep what names the value and the allowed options; drop Hydra's search-path dump and hints.
     if "Config search path:" in lines:
         lines = lines[: lines.index("Config search path:")]
-    return "\n".join(line for line in lines if "HYDRA_FULL_ERROR" not in line and "OC_CAUSE" not in line).strip()
+    return "\n".join(
+        line for line in lines if "HYDRA_FULL_ERROR" not in line and "OC_CAUSE" not in line
+    ).strip()
 
 
 def world_size(cfg: Any) -> int:
@@ -229,7 +231,9 @@ def world_size(cfg: Any) -> int:
 
 def global_batch(cfg: Any) -> int:
     t = cfg.train
-    return int(t.global_batch) if t.global_batch is not None else t.micro_batch * t.grad_accum * world_size(cfg)
+    return (
+        int(t.global_batch) if t.global_batch is not None else t.micro_batch * t.grad_accum * world_size(cfg)
+    )
 
 
 def total_steps(cfg: Any) -> int:
@@ -263,9 +267,15 @@ def validate(cfg: Any) -> None:
     ):
         if v < 1:
             fail(key, v, "must be >= 1")
-    for key, f in (("train.lr", t.lr), ("train.warmup_frac", t.warmup_frac), ("train.min_lr_ratio", t.min_lr_ratio),
-                   ("train.grad_clip", t.grad_clip), ("model.dropout", m.dropout),
-                   ("data.heldout_frac", cfg.data.heldout_frac), ("train.weight_decay", t.weight_decay)):
+    for key, f in (
+        ("train.lr", t.lr),
+        ("train.warmup_frac", t.warmup_frac),
+        ("train.min_lr_ratio", t.min_lr_ratio),
+        ("train.grad_clip", t.grad_clip),
+        ("model.dropout", m.dropout),
+        ("data.heldout_frac", cfg.data.heldout_frac),
+        ("train.weight_decay", t.weight_decay),
+    ):
         if not math.isfinite(f):
             fail(key, f, "must be a finite number")
     if m.d_model % m.n_head:
@@ -293,7 +303,11 @@ def validate(cfg: Any) -> None:
     if t.grad_clip < 0:
         fail("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
     if t.checkpoint_interval_steps < 0 or t.checkpoint_interval_s < 0:
-        fail("train.checkpoint_interval_*", (t.checkpoint_interval_steps, t.checkpoint_interval_s), "must be >= 0")
+        fail(
+            "train.checkpoint_interval_*",
+            (t.checkpoint_interval_steps, t.checkpoint_interval_s),
+            "must be >= 0",
+        )
     if t.timing_warmup_steps < 0:
         fail("train.timing_warmup_steps", t.timing_warmup_steps, "must be >= 0")
     if not 0.0 < cfg.data.heldout_frac < 0.5:
@@ -309,8 +323,12 @@ def validate(cfg: Any) -> None:
     if c.device == "cuda" and cfg.nproc > c.gpus_per_node:
         fail("nproc", cfg.nproc, f"at most cluster.gpus_per_node={c.gpus_per_node} on cluster {c.name}")
     if m.plan_only:
-        fail("model", m.name, "a planning-only shape (model.plan_only=true); train one of: "
-              + ", ".join(n for n in available("model") if not _plan_only(n)))
+        fail(
+            "model",
+            m.name,
+            "a planning-only shape (model.plan_only=true); train one of: "
+            + ", ".join(n for n in available("model") if not _plan_only(n)),
+        )
 
 
 def _plan_only(name: str) -> bool:

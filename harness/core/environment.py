@@ -19,11 +19,17 @@ def git_state(path: Path | None = None) -> dict:
     """Commit and dirty flag of the harness source tree (None outside a git checkout)."""
     cwd = path or SOURCE_ROOT
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return {"git_commit": None, "git_dirty": None}
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):

@@ -53,7 +53,11 @@ def flops_per_token(s: Shape) -> float:
     attention score and value matmuls over the full T x T square (no causal halving).
     Recomputation is not counted (that would be hardware FLOPs).
     """
-    return 6.0 * params_nonembedding(s) + 6.0 * s.d_model * s.vocab_size + 12.0 * s.n_layer * s.d_model * s.seq_len
+    return (
+        6.0 * params_nonembedding(s)
+        + 6.0 * s.d_model * s.vocab_size
+        + 12.0 * s.n_layer * s.d_model * s.seq_len
+    )
 
 
 def training_flops_6nd(n_params: float, tokens: float) -> float:
@@ -68,7 +72,9 @@ def model_flops_per_s(tokens_per_s: float, s: Shape) -> float:
 def mfu(tokens_per_s: float, s: Shape, devices: int, peak_flops_per_device: float) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the devices' dense peak."""
     if devices <= 0 or peak_flops_per_device <= 0:
-        raise ValueError(f"mfu needs devices > 0 and peak > 0, got devices={devices}, peak={peak_flops_per_device}")
+        raise ValueError(
+            f"mfu needs devices > 0 and peak > 0, got devices={devices}, peak={peak_flops_per_device}"
+        )
     return model_flops_per_s(tokens_per_s, s) / (devices * peak_flops_per_device)
 
 

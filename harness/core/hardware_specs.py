@@ -107,10 +107,20 @@ def from_cluster(cluster: Any) -> HardwareSpec:
     known type, and ``nic_effective_fraction`` (e.g. Spectrum-X's 95%) is kept.
     """
     c = dict(cluster)
-    missing = [k for k in ("peak_flops_bf16", "memory_bytes_per_device", "intra_node_bw_bytes_per_s",
-                           "inter_node_bw_bytes_per_s") if c.get(k) is None]
+    missing = [
+        k
+        for k in (
+            "peak_flops_bf16",
+            "memory_bytes_per_device",
+            "intra_node_bw_bytes_per_s",
+            "inter_node_bw_bytes_per_s",
+        )
+        if c.get(k) is None
+    ]
     if missing:
-        raise ValueError(f"cluster {c.get('name')!r} lacks {', '.join(missing)}; the throughput law needs them")
+        raise ValueError(
+            f"cluster {c.get('name')!r} lacks {', '.join(missing)}; the throughput law needs them"
+        )
     base = SPECS.get(ALIASES.get(str(c.get("gpu_type")), str(c.get("gpu_type"))))
     return HardwareSpec(
         name=str(c.get("gpu_type", c.get("name"))),

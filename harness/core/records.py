@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from harness.core import io
+from harness.core.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 # completed: finished and measured. failed: crashed (retried by sweeps). diverged: NaN/Inf loss.
@@ -29,41 +31,13 @@ class RecordError(ValueError):
     """A record that cannot be read: corrupt, truncated or of an unknown schema version."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     if record.get("status") not in STATUSES:
         raise RecordError(f"record status {record.get('status')!r} is not one of {STATUSES}")
     record = {"schema_version": SCHEMA_VERSION, **record}
     path = Path(run_dir) / RECORD_FILE
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, io.dumps(record) + "\n")
     return path
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -96,7 +70,7 @@ def iter_records(root: str | os.PathLike, *, warn: bool = True) -> Iterator[tupl
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+        f.write(io.dumps(row, indent=None) + "\n")
 
 
 # The flat columns the analysis reads: one row per run. Names are the analysis's

@@ -14,19 +14,21 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from harness.core import config as C
-from harness.core import flops
+from harness.core import flops, shapes
 from harness.core.records import CONFIG_FILE
 
 # Keys that name where a run is stored, how it is watched or recovered, or who chose a value:
 # not what it computes (a resumed run equals an uninterrupted one), so not part of its id.
 _NOT_IDENTITY = ("results_dir", "sweep_name", "run_id", "wandb", "launcher", "sweep")
-_NOT_IDENTITY_TRAIN = ("lr_rule", "log_interval", "comm_timeout_s", "checkpoint_interval_steps",
-                       "checkpoint_interval_s", "keep_checkpoints", "resume")
-
-
-def shape_of(cfg: Any) -> flops.Shape:
-    m = cfg.model
-    return flops.Shape(m.n_layer, m.d_model, m.n_head, m.vocab_size, cfg.train.seq_len, m.mlp_ratio)
+_NOT_IDENTITY_TRAIN = (
+    "lr_rule",
+    "log_interval",
+    "comm_timeout_s",
+    "checkpoint_interval_steps",
+    "checkpoint_interval_s",
+    "keep_checkpoints",
+    "resume",
+)
 
 
 def run_id(cfg: Any) -> str:
@@ -46,14 +48,14 @@ def run_dir(cfg: Any) -> Path:
 def write_config(cfg: Any, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_FILE
-    from harness.core.records import atomic_write_text
+    from harness.core.io import atomic_write_text
 
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 
 def model_facts(cfg: Any) -> dict:
-    s = shape_of(cfg)
+    s = shapes.of_config(cfg)
     return {
         "name": cfg.model.name,
         "n_layer": s.n_layer,
@@ -118,14 +120,22 @@ def base_record(cfg: Any, status: str) -> dict:
 
 # How a failure's type maps to the record status: deterministic outcomes get their own status
 # so a sweep does not re-run them by default; everything else is "failed" and is retried.
-FAILURE_STATUS = {"Diverged": "diverged", "OutOfMemoryError": "oom", "MemoryError": "oom", "Timeout": "timeout"}
+FAILURE_STATUS = {
+    "Diverged": "diverged",
+    "OutOfMemoryError": "oom",
+    "MemoryError": "oom",
+    "Timeout": "timeout",
+}
 
 
 def failed_record(cfg: Any, failure: dict | None, **extra: Any) -> dict:
     """A run that did not complete: the static part plus the cause (rank, exception, message)."""
     failure = failure or {}
     record = base_record(cfg, FAILURE_STATUS.get(failure.get("type", ""), "failed"))
-    record["failure"] = failure or {"type": "unknown", "message": "the run ended without a record or an error"}
+    record["failure"] = failure or {
+        "type": "unknown",
+        "message": "the run ended without a record or an error",
+    }
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record.update(extra)
     return record

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.core.records import atomic_write_text
+from harness.core.io import atomic_write_text
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -35,7 +35,9 @@ class DataError(ValueError):
 
 
 def default_cache_dir(configured: str = "") -> Path:
-    return Path(configured or os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness").expanduser()
+    return Path(
+        configured or os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness"
+    ).expanduser()
 
 
 def embedded_corpus_files() -> tuple[Path, list[Path]]:
@@ -68,7 +70,9 @@ def _collect(sources: list[Path]) -> list[tuple[str, Path]]:
     return docs
 
 
-def prepare(sources: list[Path], out_dir: Path, heldout_frac: float = 0.05, *, root: Path | None = None) -> dict:
+def prepare(
+    sources: list[Path], out_dir: Path, heldout_frac: float = 0.05, *, root: Path | None = None
+) -> dict:
     """Byte-tokenise files into out_dir/{train,heldout}.bin + meta.json (written last, atomically)."""
     if not 0.0 < heldout_frac < 0.5:
         raise DataError(f"heldout_frac={heldout_frac} is not allowed: must be in (0, 0.5)")

@@ -60,7 +60,9 @@ def worker_env(cfg: Any) -> dict[str, str]:
         # DeepSpeed JIT-compiles small ops with g++ (~20 s on CPU): compile once, into the cache.
         from harness.datasets.tokens import default_cache_dir
 
-        env.setdefault("TORCH_EXTENSIONS_DIR", str(default_cache_dir(cfg.data.cache_dir) / "torch_extensions"))
+        env.setdefault(
+            "TORCH_EXTENSIONS_DIR", str(default_cache_dir(cfg.data.cache_dir) / "torch_extensions")
+        )
     return env
 
 
@@ -153,12 +155,15 @@ def _run_locked(cfg: Any, timeout_s: float | None, quiet: bool) -> Outcome:
     run_dir = prepare_run(cfg)
     log = run_dir / LOG_FILE
     start = time.time()
-    rc, timed_out = run_process(torchrun_command(cfg, run_dir), worker_env(cfg), log, timeout_s=timeout_s, quiet=quiet)
+    rc, timed_out = run_process(
+        torchrun_command(cfg, run_dir), worker_env(cfg), log, timeout_s=timeout_s, quiet=quiet
+    )
     return settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out)
 
 
-def run_process(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_s: float | None,
-                quiet: bool) -> tuple[int, bool]:
+def run_process(
+    cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_s: float | None, quiet: bool
+) -> tuple[int, bool]:
     """Run a launcher (torchrun, deepspeed, ...), teeing its output into log_path.
 
     Returns (exit status, timed out). A watchdog kills the whole process tree at timeout_s,
@@ -169,8 +174,9 @@ def run_process(cmd: list[str], env: dict[str, str], log_path: Path, *, timeout_
     with open(log_path, "w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         ACTIVE.add(proc.pid)
         timed_out = threading.Event()
 
@@ -210,8 +216,17 @@ def _read(run_dir: Path) -> dict | None:
         return None
 
 
-def settle(cfg: Any, run_dir: Path, rc: int, *, logs: list[Path], start: float, timed_out: bool = False,
-           wait_s: float = 0.0, cause: dict | None = None) -> Outcome:
+def settle(
+    cfg: Any,
+    run_dir: Path,
+    rc: int,
+    *,
+    logs: list[Path],
+    start: float,
+    timed_out: bool = False,
+    wait_s: float = 0.0,
+    cause: dict | None = None,
+) -> Outcome:
     """The run's final record, from this driver's point of view.
 
     Rank 0 writes the completed (or preempted) record on whichever node it ran. When this
@@ -228,12 +243,16 @@ def settle(cfg: Any, run_dir: Path, rc: int, *, logs: list[Path], start: float, 
     if record is not None and record.get("status") in FINAL:
         return Outcome(run_dir, record["status"], rc, record)
     if timed_out:
-        failure = {"type": "Timeout", "message": f"run exceeded launcher.timeout_s={cfg.launcher.timeout_s} s "
-                                                 "and was killed"}
+        failure = {
+            "type": "Timeout",
+            "message": f"run exceeded launcher.timeout_s={cfg.launcher.timeout_s} s and was killed",
+        }
     elif rc == 0:
-        failure = {"type": "MissingRecord",
-                   "message": f"every rank on this node exited cleanly but no completed record appeared in "
-                              f"{run_dir} within {wait_s:g} s; results_dir must be on a filesystem all nodes share"}
+        failure = {
+            "type": "MissingRecord",
+            "message": f"every rank on this node exited cleanly but no completed record appeared in "
+            f"{run_dir} within {wait_s:g} s; results_dir must be on a filesystem all nodes share",
+        }
     else:
         failure = failure_cause(run_dir, logs) or dict(cause or {})
     failure.update(returncode=rc, log_tail="".join(tail(p) for p in logs))
@@ -255,7 +274,9 @@ def run(cfg: Any, *, quiet: bool = False) -> Outcome:
     try:
         module = importlib.import_module(f"harness.driver.launchers.{name}")
     except ModuleNotFoundError:
-        raise C.ConfigError(f"launcher={name!r} is not available; allowed: {', '.join(C.available('launcher'))}") from None
+        raise C.ConfigError(
+            f"launcher={name!r} is not available; allowed: {', '.join(C.available('launcher'))}"
+        ) from None
     return module.run(cfg, quiet=quiet)
 
 
@@ -265,7 +286,9 @@ def dry_run(cfg: Any) -> str:
     if name == "local":
         from harness.driver.launchers import common
 
-        return common.shell_line(common.env_changes(worker_env(cfg)), torchrun_command(cfg, plan.run_dir(cfg)))
+        return common.shell_line(
+            common.env_changes(worker_env(cfg)), torchrun_command(cfg, plan.run_dir(cfg))
+        )
     import importlib
 
     return importlib.import_module(f"harness.driver.launchers.{name}").dry_run(cfg)
@@ -285,25 +308,32 @@ def root_cause(log_text: str) -> dict | None:
 
 def failure_cause(run_dir: Path, logs: list[Path]) -> dict:
     """Which rank failed first and why, with a hung rank named instead of the peer that timed out on it."""
-    from harness.worker.train import last_progress
+    from harness.core.rankfiles import last_progress
 
     cause = _first_failure(run_dir, logs)
     progress = last_progress(run_dir)
     if progress and min(progress.values()) < max(progress.values()):
         cause["last_step_per_rank"] = {r: p // 2 for r, p in progress.items()}
         behind = sorted(r for r, p in progress.items() if p == min(progress.values()))
-        if re.search(r"timed? ?out", cause.get("message", ""), re.IGNORECASE) and cause.get("rank") not in behind:
+        if (
+            re.search(r"timed? ?out", cause.get("message", ""), re.IGNORECASE)
+            and cause.get("rank") not in behind
+        ):
             step = progress[behind[0]] // 2
-            cause.update(waiting_rank=cause.get("rank"), rank=behind[0], type="Hang",
-                         message=f"rank {behind[0]} stopped in step {step} while rank {cause.get('rank')} "
-                                 f"waited for it: {cause.get('message', '')[:300]}")
+            cause.update(
+                waiting_rank=cause.get("rank"),
+                rank=behind[0],
+                type="Hang",
+                message=f"rank {behind[0]} stopped in step {step} while rank {cause.get('rank')} "
+                f"waited for it: {cause.get('message', '')[:300]}",
+            )
     return cause
 
 
 def _first_failure(run_dir: Path, logs: list[Path]) -> dict:
     """The rank whose process ended first (torchrun's root cause, from any node's log): its error
     file, else how its process ended; else the earliest error file any rank wrote."""
-    from harness.worker.train import ERRORS_DIR, first_error
+    from harness.core.rankfiles import ERRORS_DIR, first_error
 
     for log in logs:
         rc = root_cause(tail(log, lines=200))
@@ -318,9 +348,16 @@ def _first_failure(run_dir: Path, logs: list[Path]) -> dict:
         code = rc["exitcode"]
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
-            return {"rank": rc["rank"], "type": "Signal", "message": f"rank {rc['rank']} was killed by {name}"}
-        return {"rank": rc["rank"], "type": "ProcessExit",
-                "message": f"rank {rc['rank']} exited with code {code} without a Python error"}
+            return {
+                "rank": rc["rank"],
+                "type": "Signal",
+                "message": f"rank {rc['rank']} was killed by {name}",
+            }
+        return {
+            "rank": rc["rank"],
+            "type": "ProcessExit",
+            "message": f"rank {rc['rank']} exited with code {code} without a Python error",
+        }
     return first_error(run_dir) or {}
 
 
@@ -357,7 +394,9 @@ def load_validated(overrides: list[str]) -> Any:
 
 def train_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="harness train", description="One data-parallel training run.")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt-0.8m nproc=2 train.tokens=2e6")
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=gpt-0.8m nproc=2 train.tokens=2e6"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
     p.add_argument("--timeout", type=float, default=None, help="kill the run after this many seconds")
     args = p.parse_args(argv)
@@ -379,6 +418,6 @@ def train_main(argv: list[str]) -> int:
         return 2
     print(summary_line(outcome.record))
     print(f"record: {outcome.run_dir / 'record.json'}")
-    from harness.worker.train import PREEMPTED_EXIT
+    from harness.core.rankfiles import PREEMPTED_EXIT
 
     return {"completed": 0, "preempted": PREEMPTED_EXIT}.get(outcome.status, 1)

@@ -67,8 +67,10 @@ def kaplan_lr(n_nonembedding: float) -> float:
     """LR(N) ~ 0.003239 - 0.0001395 ln N (Kaplan et al. 2020, eq. D.1); positive only below N ~ 1e10."""
     lr = 0.003239 - 0.0001395 * math.log(n_nonembedding)
     if lr <= 0:
-        raise RuleError(f"kaplan-2020 gives LR {lr:.3g} <= 0 at N = {n_nonembedding:.3g} (the fit covers N up to "
-                        "~1e9); allowed: a smaller model, or rule deepseek-llm-2024")
+        raise RuleError(
+            f"kaplan-2020 gives LR {lr:.3g} <= 0 at N = {n_nonembedding:.3g} (the fit covers N up to "
+            "~1e9); allowed: a smaller model, or rule deepseek-llm-2024"
+        )
     return lr
 
 
@@ -119,9 +121,15 @@ class Settings:
     batch_tokens_rule: float | None  # the rule's batch before rounding to whole sequences
 
     def overrides(self) -> list[str]:
-        return [f"train.lr={self.lr:.4g}", f"train.micro_batch={self.micro_batch}",
-                f"train.grad_accum={self.grad_accum}", f"train.warmup_frac={self.warmup_frac:g}",
-                f"train.min_lr_ratio={self.min_lr_ratio:g}", "train.schedule=cosine", f"train.lr_rule={self.lr_rule}"]
+        return [
+            f"train.lr={self.lr:.4g}",
+            f"train.micro_batch={self.micro_batch}",
+            f"train.grad_accum={self.grad_accum}",
+            f"train.warmup_frac={self.warmup_frac:g}",
+            f"train.min_lr_ratio={self.min_lr_ratio:g}",
+            "train.schedule=cosine",
+            f"train.lr_rule={self.lr_rule}",
+        ]
 
 
 def split_batch(global_seqs: int, world: int, max_micro: int) -> tuple[int, int, int]:
@@ -139,8 +147,16 @@ def split_batch(global_seqs: int, world: int, max_micro: int) -> tuple[int, int,
     return micro, accum, micro * accum * world
 
 
-def settings(rule: str, s: flops.Shape, tokens: float, *, world: int = 1, max_micro: int = 32,
-             lr_multiplier: float = 1.0, default_batch_seqs: int | None = None) -> Settings:
+def settings(
+    rule: str,
+    s: flops.Shape,
+    tokens: float,
+    *,
+    world: int = 1,
+    max_micro: int = 32,
+    lr_multiplier: float = 1.0,
+    default_batch_seqs: int | None = None,
+) -> Settings:
     """The rule's LR and batch for one run of shape ``s`` trained on ``tokens`` tokens on ``world`` ranks.
 
     ``default_batch_seqs`` is the batch for rules that do not set one (kaplan-2020).
@@ -157,14 +173,24 @@ def settings(rule: str, s: flops.Shape, tokens: float, *, world: int = 1, max_mi
         b_tok, seqs = None, default_batch_seqs
     micro, accum, gseqs = split_batch(seqs, world, max_micro)
     tag = r.id if lr_multiplier == 1.0 else f"{r.id}*{lr_multiplier:g}"
-    return Settings(lr=r.lr(s, tokens) * lr_multiplier, micro_batch=micro, grad_accum=accum, global_batch_seqs=gseqs,
-                    warmup_frac=WARMUP_FRAC, min_lr_ratio=MIN_LR_RATIO, lr_rule=tag, batch_tokens_rule=b_tok)
+    return Settings(
+        lr=r.lr(s, tokens) * lr_multiplier,
+        micro_batch=micro,
+        grad_accum=accum,
+        global_batch_seqs=gseqs,
+        warmup_frac=WARMUP_FRAC,
+        min_lr_ratio=MIN_LR_RATIO,
+        lr_rule=tag,
+        batch_tokens_rule=b_tok,
+    )
 
 
 def describe(rule: str) -> str:
     r = get(rule)
-    return (f"{r.id}: {r.formula} ({r.citation}); warm-up <= {WARMUP_FRAC:.0%} of each run's steps, cosine to "
-            f"{MIN_LR_RATIO:g} x peak over the run's own tokens (Hoffmann et al. 2022, arXiv:2203.15556)")
+    return (
+        f"{r.id}: {r.formula} ({r.citation}); warm-up <= {WARMUP_FRAC:.0%} of each run's steps, cosine to "
+        f"{MIN_LR_RATIO:g} x peak over the run's own tokens (Hoffmann et al. 2022, arXiv:2203.15556)"
+    )
 
 
 # --------------------------------------------------------------------------- LR sweeps, analysis side
@@ -194,7 +220,9 @@ def select_best_lr(df: Any, loss_col: str = "heldout_loss", keys: tuple[str, ...
         return df.assign(lr_candidates=[], lr_multiplier=[], lr_at_edge=[])
     missing = [c for c in (*keys, loss_col) if c not in df.columns]
     if missing:
-        raise RuleError(f"select_best_lr: column(s) {missing} not in the table; columns found: {list(df.columns)}")
+        raise RuleError(
+            f"select_best_lr: column(s) {missing} not in the table; columns found: {list(df.columns)}"
+        )
     d = df.copy()
     tags = d["lr_rule"] if "lr_rule" in d.columns else pd.Series([MANUAL] * len(d), index=d.index)
     parsed = [rule_multiplier(t) for t in tags]
@@ -232,8 +260,10 @@ def best_lr_main(argv: list[str]) -> int:
     out = a.csv or f"{a.root.rstrip('/')}/best_lr.csv"
     best.to_csv(out, index=False)
     edge = int(best["lr_at_edge"].sum())
-    print(f"{len(table)} runs -> {len(best)} best-LR runs; {edge} at the edge of their LR sweep; wrote {out}\n"
-          f"fit them with: harness fit --csv {out} --columns N=N,D=D,loss=fit_loss")
+    print(
+        f"{len(table)} runs -> {len(best)} best-LR runs; {edge} at the edge of their LR sweep; wrote {out}\n"
+        f"fit them with: harness fit --csv {out} --columns N=N,D=D,loss=fit_loss"
+    )
     return 0
 
 

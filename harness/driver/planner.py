@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.core import flops
+from harness.core.shapes import Family
 from harness.driver import lr_rules
 
 DEFAULT_SPREAD = 4.0  # sizes from N*/4 to 4 N*: wide enough that the IsoFLOP minimum is inside
@@ -75,9 +76,12 @@ class Prior:
 def epoch_prior() -> Prior:
     from harness.analysis.losslaw import EPOCH_REFIT
 
-    return Prior(**EPOCH_REFIT, source="Chinchilla law as refitted by Epoch (Besiroglu et al. 2024, "
-                 "arXiv:2404.10102): E 1.817, A 482, B 2085, alpha 0.348, beta 0.366; nats/token, "
-                 "total parameters, MassiveText (it only centres the grid here)")
+    return Prior(
+        **EPOCH_REFIT,
+        source="Chinchilla law as refitted by Epoch (Besiroglu et al. 2024, "
+        "arXiv:2404.10102): E 1.817, A 482, B 2085, alpha 0.348, beta 0.366; nats/token, "
+        "total parameters, MassiveText (it only centres the grid here)",
+    )
 
 
 def load_prior(path: str | Path, group: str | None = None) -> Prior:
@@ -93,80 +97,35 @@ def load_prior(path: str | Path, group: str | None = None) -> Prior:
     elif isinstance(doc.get("groups"), dict):
         groups = {g: v for g, v in doc["groups"].items() if "chinchilla" in (v.get("forms") or {})}
         if not groups:
-            raise PlanError(f"--prior {path}: no Chinchilla fit in any group; run harness fit with --forms chinchilla")
+            raise PlanError(
+                f"--prior {path}: no Chinchilla fit in any group; run harness fit with --forms chinchilla"
+            )
         if group is None and len(groups) > 1:
-            raise PlanError(f"--prior {path} has several groups {sorted(groups)}; pick one with --prior-group")
+            raise PlanError(
+                f"--prior {path} has several groups {sorted(groups)}; pick one with --prior-group"
+            )
         g = group if group is not None else next(iter(groups))
         if g not in groups:
             raise PlanError(f"--prior-group {g!r} not in {path}; allowed: {', '.join(sorted(groups))}")
         params, where = groups[g]["forms"]["chinchilla"]["params"], f"{path} (group {g})"
     if not params:
-        raise PlanError(f"--prior {path}: neither a harness fit.json nor a {{'params': {{E, A, B, alpha, beta}}}} file")
+        raise PlanError(
+            f"--prior {path}: neither a harness fit.json nor a {{'params': {{E, A, B, alpha, beta}}}} file"
+        )
     try:
         p = {k: float(params[k]) for k in ("E", "A", "B", "alpha", "beta")}
     except (KeyError, TypeError, ValueError) as e:
         raise PlanError(f"--prior {path}: params need E, A, B, alpha, beta as numbers ({e})") from None
     if not all(p[k] > 0 for k in ("A", "B", "alpha", "beta")):
         raise PlanError(f"--prior {path}: A, B, alpha, beta must be > 0, got {p}")
-    return Prior(**p, source=f"the user's Chinchilla-form fit in {where}: " +
-                 ", ".join(f"{k} {v:.4g}" for k, v in p.items()))
+    return Prior(
+        **p,
+        source=f"the user's Chinchilla-form fit in {where}: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in p.items()),
+    )
 
 
 # --------------------------------------------------------------------------- model family
-
-
-def _human(n: float) -> str:
-    for div, unit in ((1e9, "b"), (1e6, "m"), (1e3, "k")):
-        if n >= div:
-            v = n / div
-            return f"{v:.2g}{unit}" if v < 10 else f"{v:.0f}{unit}"
-    return f"{n:.0f}"
-
-
-@dataclass(frozen=True)
-class Family:
-    """GPT shapes of any size: n_layer from a fixed aspect ratio d_model / n_layer, then d_model
-    chosen on a grid (a multiple of max(8, 2^floor(log2(d/8))): within ~12% of the ideal width,
-    and a power-of-two multiple at scale) to hit the target non-embedding N; n_head is the
-    divisor of d_model nearest d_model / head_dim. Kaplan et al. 2020 (Sec. 3.1, Fig. 5) found
-    loss within a few percent over aspect ratios 20-200, so one ratio per family is enough."""
-
-    aspect: float = 64.0
-    head_dim: int = 64
-    vocab_size: int = 256
-    seq_len: int = 128
-    mlp_ratio: int = 4
-    min_layers: int = 1
-
-    def _shape(self, n_layer: int, d_model: int) -> flops.Shape:
-        h = _nearest_divisor(d_model, d_model / self.head_dim)
-        return flops.Shape(n_layer, d_model, h, self.vocab_size, self.seq_len, self.mlp_ratio)
-
-    def shape(self, n_target: float) -> flops.Shape:
-        if not n_target > 0:
-            raise PlanError(f"target size {n_target!r}; allowed: > 0")
-        per = 2 * (2 + self.mlp_ratio)  # ~12 d^2 per layer for the 4x MLP
-        n_layer = max(self.min_layers, round((n_target / (per * self.aspect**2)) ** (1 / 3)))
-        d_approx = math.sqrt(n_target / (per * n_layer))
-        q = max(8, 2 ** int(math.floor(math.log2(max(d_approx, 8) / 8))))
-        cands = range(q, q * (int(2 * d_approx / q) + 3), q)
-        def n_of(d: int) -> int:  # N does not depend on the head count
-            return flops.params_nonembedding(flops.Shape(n_layer, d, 1, self.vocab_size, self.seq_len, self.mlp_ratio))
-
-        return self._shape(n_layer, min(cands, key=lambda x: abs(math.log(n_of(x) / n_target))))
-
-    def grid_step(self, s: flops.Shape) -> int:
-        return max(8, 2 ** int(math.floor(math.log2(max(s.d_model, 8) / 8))))
-
-    @staticmethod
-    def name(s: flops.Shape) -> str:
-        return f"gpt-{_human(flops.params_nonembedding(s))}-l{s.n_layer}d{s.d_model}h{s.n_head}"
-
-
-def _nearest_divisor(n: int, target: float) -> int:
-    small = [k for k in range(1, math.isqrt(n) + 1) if n % k == 0]
-    divs = sorted({*small, *(n // k for k in small)})
-    return min(divs, key=lambda k: (abs(math.log(k / max(target, 1e-9))), -k))
 
 
 # --------------------------------------------------------------------------- the plan
@@ -189,8 +148,14 @@ class PlannedRun:
 
     def overrides(self) -> list[str]:
         s = self.shape
-        return [f"model.name={Family.name(s)}", f"model.n_layer={s.n_layer}", f"model.d_model={s.d_model}",
-                f"model.n_head={s.n_head}", f"train.tokens={self.tokens}", *self.settings.overrides()]
+        return [
+            f"model.name={Family.name(s)}",
+            f"model.n_layer={s.n_layer}",
+            f"model.d_model={s.d_model}",
+            f"model.n_head={s.n_head}",
+            f"train.tokens={self.tokens}",
+            *self.settings.overrides(),
+        ]
 
 
 @dataclass
@@ -206,14 +171,27 @@ class Plan:
         return sum(r.compute for r in self.runs)
 
 
-def plan_budget(c: float, prior: Prior, family: Family, *, spread: float = DEFAULT_SPREAD, sizes: int = MIN_SIZES,
-                rule: str = lr_rules.DEFAULT_RULE, nproc: int = 1, max_micro: int = 32, min_steps: int = 20,
-                lr_multipliers: tuple[float, ...] = (1.0,), default_batch_seqs: int = 16) -> list[PlannedRun]:
+def plan_budget(
+    c: float,
+    prior: Prior,
+    family: Family,
+    *,
+    spread: float = DEFAULT_SPREAD,
+    sizes: int = MIN_SIZES,
+    rule: str = lr_rules.DEFAULT_RULE,
+    nproc: int = 1,
+    max_micro: int = 32,
+    min_steps: int = 20,
+    lr_multipliers: tuple[float, ...] = (1.0,),
+    default_batch_seqs: int = 16,
+) -> list[PlannedRun]:
     """The runs of one IsoFLOP budget: ``sizes`` log-spaced sizes from N*/spread to N* x spread."""
     if not (math.isfinite(c) and c > 0):
         raise PlanError(f"budget {c!r}; allowed: finite FLOPs > 0")
     if sizes < MIN_SIZES:
-        raise PlanError(f"--sizes {sizes}; allowed: >= {MIN_SIZES} (an IsoFLOP minimum needs points on both sides)")
+        raise PlanError(
+            f"--sizes {sizes}; allowed: >= {MIN_SIZES} (an IsoFLOP minimum needs points on both sides)"
+        )
     if not spread > 1:
         raise PlanError(f"--spread {spread}; allowed: > 1 (the factor either side of N*)")
     n_star, _ = prior.optimum(c)
@@ -221,24 +199,36 @@ def plan_budget(c: float, prior: Prior, family: Family, *, spread: float = DEFAU
     for t in n_star * spread ** np.linspace(-1.0, 1.0, sizes):
         s = family.shape(float(t))
         while shapes and flops.params_nonembedding(s) <= flops.params_nonembedding(shapes[-1]):
-            s = family._shape(s.n_layer, s.d_model + family.grid_step(s))  # discrete widths collided: next one up
+            s = family._shape(
+                s.n_layer, s.d_model + family.grid_step(s)
+            )  # discrete widths collided: next one up
         shapes.append(s)
     ns = [flops.params_nonembedding(s) for s in shapes]
     if not ns[0] < n_star < ns[-1]:
-        raise PlanError(f"budget {c:.3g}: sizes {ns[0]:,}..{ns[-1]:,} do not bracket N* = {n_star:,.0f}; "
-                        "allowed: a larger --spread")
+        raise PlanError(
+            f"budget {c:.3g}: sizes {ns[0]:,}..{ns[-1]:,} do not bracket N* = {n_star:,.0f}; "
+            "allowed: a larger --spread"
+        )
     runs = []
     for s, n in zip(shapes, ns, strict=True):
         d_ideal = c / (6.0 * n)
         for m in lr_multipliers:
-            st = lr_rules.settings(rule, s, d_ideal, world=nproc, max_micro=max_micro, lr_multiplier=m,
-                                   default_batch_seqs=default_batch_seqs)
+            st = lr_rules.settings(
+                rule,
+                s,
+                d_ideal,
+                world=nproc,
+                max_micro=max_micro,
+                lr_multiplier=m,
+                default_batch_seqs=default_batch_seqs,
+            )
             # Keep at least min_steps optimizer steps: a batch as big as the run is not a training run.
             if d_ideal / (st.global_batch_seqs * s.seq_len) < min_steps:
                 cap = max(nproc, int(d_ideal // (min_steps * s.seq_len)))
                 micro, accum, g = lr_rules.split_batch(cap, nproc, max_micro)
-                st = lr_rules.Settings(st.lr, micro, accum, g, st.warmup_frac, st.min_lr_ratio, st.lr_rule,
-                                       st.batch_tokens_rule)
+                st = lr_rules.Settings(
+                    st.lr, micro, accum, g, st.warmup_frac, st.min_lr_ratio, st.lr_rule, st.batch_tokens_rule
+                )
             step_tokens = st.global_batch_seqs * s.seq_len
             steps = max(1, round(d_ideal / step_tokens))
             runs.append(PlannedRun(c, s, n, steps * step_tokens, steps, st, nproc))
@@ -249,7 +239,9 @@ def make_plan(budgets: list[float], prior: Prior, family: Family, **kw: Any) -> 
     runs: list[PlannedRun] = []
     for c in sorted(budgets):
         runs += plan_budget(c, prior, family, **kw)
-    return Plan(runs, prior, {c: prior.optimum(c) for c in sorted(budgets)}, kw.get("rule", lr_rules.DEFAULT_RULE))
+    return Plan(
+        runs, prior, {c: prior.optimum(c) for c in sorted(budgets)}, kw.get("rule", lr_rules.DEFAULT_RULE)
+    )
 
 
 # --------------------------------------------------------------------------- wall time
@@ -315,9 +307,16 @@ def rate_from_records(root: str | Path, cluster: str, world: int, device: str) -
         fpt = (r.get("model") or {}).get("flops_per_token")
         if (r.get("cluster") or {}).get("name") != cluster or not th.get("tokens_per_s") or not fpt:
             continue
-        rows.append({"world": (r.get("parallel") or {}).get("world_size"), "fpt": fpt, "rate": th["tokens_per_s"],
-                     "wall_rate": th.get("tokens_per_s_wall"), "tokens": tr.get("tokens_trained"),
-                     "overhead": (r.get("duration_s") or math.nan) - (tm.get("train_wall_s") or math.nan)})
+        rows.append(
+            {
+                "world": (r.get("parallel") or {}).get("world_size"),
+                "fpt": fpt,
+                "rate": th["tokens_per_s"],
+                "wall_rate": th.get("tokens_per_s_wall"),
+                "tokens": tr.get("tokens_trained"),
+                "overhead": (r.get("duration_s") or math.nan) - (tm.get("train_wall_s") or math.nan),
+            }
+        )
     same = [x for x in rows if x["world"] == world]
     one = [x for x in rows if x["world"] == 1]
     if not same and not one:
@@ -332,28 +331,36 @@ def rate_from_records(root: str | Path, cluster: str, world: int, device: str) -
         pred = [1.0 / (t0 + x["fpt"] * k) for x in same]
         scale = float(np.median([x["rate"] / p for x, p in zip(same, pred, strict=True)]))
         t0, k = t0 / scale, k / scale
-        how = (f"{len(one)} 1-process records over {sizes} sizes, scaled x{scale:.2f} to match {len(same)} "
-               f"record(s) of one size at {world} processes")
+        how = (
+            f"{len(one)} 1-process records over {sizes} sizes, scaled x{scale:.2f} to match {len(same)} "
+            f"record(s) of one size at {world} processes"
+        )
         used = same
     else:
         t0, k, sizes = _fit_rate(one)
         used = one
         if device == "cpu" or world == 1:
-            how = (f"{len(one)} 1-process records over {sizes} sizes; none at {world} processes, so the 1-process "
-                   "rate is taken as the machine's total (processes share its cores: assumed, not measured)")
+            how = (
+                f"{len(one)} 1-process records over {sizes} sizes; none at {world} processes, so the 1-process "
+                "rate is taken as the machine's total (processes share its cores: assumed, not measured)"
+            )
         else:
             t0, k = t0 / world, k / world
-            how = (f"{len(one)} 1-process records over {sizes} sizes, x{world} for {world} devices "
-                   "(linear scaling assumed, not measured)")
+            how = (
+                f"{len(one)} 1-process records over {sizes} sizes, x{world} for {world} devices "
+                "(linear scaling assumed, not measured)"
+            )
     ratios = [x["rate"] / x["wall_rate"] for x in used if x.get("wall_rate")]
     wf = float(np.median(ratios)) if ratios else 1.0
     iqr = (float(np.quantile(ratios, 0.25)), float(np.quantile(ratios, 0.75))) if ratios else (1.0, 1.0)
     over = [x["overhead"] for x in used if math.isfinite(x["overhead"])]
     ov = float(np.median(over)) if over else 0.0
-    src = (f"measured: completed records under {root} (cluster {cluster}): {how}; median-step tokens/s per shape "
-           f"fitted as 1/rate = t0 + flops_per_token/R: t0 = {t0 * 1e6:.2f} us/token, R = {1 / k:.3g} model FLOP/s; "
-           f"wall/step-time factor {wf:.2f} (median, quartiles {iqr[0]:.2f}-{iqr[1]:.2f}); {ov:.1f} s launch "
-           "overhead per run")
+    src = (
+        f"measured: completed records under {root} (cluster {cluster}): {how}; median-step tokens/s per shape "
+        f"fitted as 1/rate = t0 + flops_per_token/R: t0 = {t0 * 1e6:.2f} us/token, R = {1 / k:.3g} model FLOP/s; "
+        f"wall/step-time factor {wf:.2f} (median, quartiles {iqr[0]:.2f}-{iqr[1]:.2f}); {ov:.1f} s launch "
+        "overhead per run"
+    )
     return RateModel(t0, 1.0 / k, max(1.0, wf), iqr, ov, src)
 
 
@@ -363,36 +370,74 @@ def rate_assumed(cluster_cfg: Any, nproc: int, nnodes: int = 1, mfu: float | Non
     peak = cluster_cfg.get("peak_flops_bf16") or cluster_cfg.get("peak_flops_fp32")
     if peak:
         u = DEFAULT_MFU if mfu is None else mfu
-        return RateModel(0.0, peak * u * devices, 1.0, (1.0, 1.0), GPU_OVERHEAD_S,
-                         f"assumed: {devices} x {cluster_cfg.get('gpu_type')} dense peak {peak:.4g} FLOP/s x an "
-                         f"assumed MFU of {u:.0%} (no measured records), {GPU_OVERHEAD_S:.0f} s assumed per-run overhead")
+        return RateModel(
+            0.0,
+            peak * u * devices,
+            1.0,
+            (1.0, 1.0),
+            GPU_OVERHEAD_S,
+            f"assumed: {devices} x {cluster_cfg.get('gpu_type')} dense peak {peak:.4g} FLOP/s x an "
+            f"assumed MFU of {u:.0%} (no measured records), {GPU_OVERHEAD_S:.0f} s assumed per-run overhead",
+        )
     from harness.driver import preflight
 
     u = DEFAULT_CPU_UTILISATION if mfu is None else mfu
     measured = preflight.measure_matmul_peak("fp32", n=512, seconds=0.5)
-    return RateModel(0.0, measured * u, 1.0, (1.0, 1.0), 3.0,
-                     f"assumed: fp32 matmul peak measured now ({measured:.3g} FLOP/s, the whole machine) x an "
-                     f"assumed utilisation of {u:.0%}, 3 s assumed per-run overhead (no measured records)")
+    return RateModel(
+        0.0,
+        measured * u,
+        1.0,
+        (1.0, 1.0),
+        3.0,
+        f"assumed: fp32 matmul peak measured now ({measured:.3g} FLOP/s, the whole machine) x an "
+        f"assumed utilisation of {u:.0%}, 3 s assumed per-run overhead (no measured records)",
+    )
 
 
 # --------------------------------------------------------------------------- output
 
 
-def sweep_dict(plan: Plan, name: str, description: str, common: list[str], parallel: int = 1) -> dict[str, Any]:
+def sweep_dict(
+    plan: Plan, name: str, description: str, common: list[str], parallel: int = 1
+) -> dict[str, Any]:
     """The sweep preset (the keys of ``config.SweepConfig``): explicit points, shared overrides."""
-    return {"name": name, "description": description, "models": [], "tokens": [], "nproc": [plan.runs[0].nproc],
-            "points": [" ".join(r.overrides()) for r in plan.runs], "overrides": list(common), "parallel": parallel}
+    return {
+        "name": name,
+        "description": description,
+        "models": [],
+        "tokens": [],
+        "nproc": [plan.runs[0].nproc],
+        "points": [" ".join(r.overrides()) for r in plan.runs],
+        "overrides": list(common),
+        "parallel": parallel,
+    }
 
 
 def table(plan: Plan) -> str:
     """One line per planned run, columns aligned to their widest cell."""
     head = ("budget C", "model", "N", "D tokens", "D/N", "C=6ND", "steps", "batch tok", "lr", "est")
-    rows = [(f"{r.budget:.3g}", Family.name(r.shape), f"{r.n:,}", f"{r.tokens:,}", f"{r.tokens / r.n:.1f}",
-             f"{r.compute:.4g}", f"{r.steps:,}", f"{r.settings.global_batch_seqs * r.shape.seq_len:,}",
-             f"{r.settings.lr:.3g}", _dur(r.est_s)) for r in plan.runs]
+    rows = [
+        (
+            f"{r.budget:.3g}",
+            Family.name(r.shape),
+            f"{r.n:,}",
+            f"{r.tokens:,}",
+            f"{r.tokens / r.n:.1f}",
+            f"{r.compute:.4g}",
+            f"{r.steps:,}",
+            f"{r.settings.global_batch_seqs * r.shape.seq_len:,}",
+            f"{r.settings.lr:.3g}",
+            _dur(r.est_s),
+        )
+        for r in plan.runs
+    ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 1 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    def fmt(cells):
+        return "  ".join(
+            c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     return "\n".join([fmt(head), *(fmt(row) for row in rows)])
 
 
@@ -409,15 +454,19 @@ def summary(plan: Plan, rate: RateModel, parallel: int) -> list[str]:
     lo = sum(rate.seconds(r.shape, r.tokens, max(1.0, rate.wall_factor_iqr[0])) for r in plan.runs)
     hi = sum(rate.seconds(r.shape, r.tokens, max(1.0, rate.wall_factor_iqr[1])) for r in plan.runs)
     dev = max(abs(r.compute / r.budget - 1.0) for r in plan.runs)
-    out = [f"{len(plan.runs)} runs over {len(plan.optima)} budgets; total compute (6ND) {plan.total_compute:.4g} FLOPs "
-           f"(each run within {dev:.2%} of its budget: D rounded to whole steps)",
-           f"estimated wall time {_dur(total_s / parallel)} at {parallel} run(s) at once "
-           f"(wall-factor quartiles: {_dur(lo / parallel)} to {_dur(hi / parallel)})",
-           f"rate: {rate.source}",
-           f"prior: {plan.prior.source}",
-           f"rule: {lr_rules.describe(plan.rule)}"]
-    out += [f"  C = {c:.3g}: prior optimum N* = {n:,.0f}, D* = {d:,.0f} ({d / n:.1f} tokens/param)"
-            for c, (n, d) in plan.optima.items()]
+    out = [
+        f"{len(plan.runs)} runs over {len(plan.optima)} budgets; total compute (6ND) {plan.total_compute:.4g} FLOPs "
+        f"(each run within {dev:.2%} of its budget: D rounded to whole steps)",
+        f"estimated wall time {_dur(total_s / parallel)} at {parallel} run(s) at once "
+        f"(wall-factor quartiles: {_dur(lo / parallel)} to {_dur(hi / parallel)})",
+        f"rate: {rate.source}",
+        f"prior: {plan.prior.source}",
+        f"rule: {lr_rules.describe(plan.rule)}",
+    ]
+    out += [
+        f"  C = {c:.3g}: prior optimum N* = {n:,.0f}, D* = {d:,.0f} ({d / n:.1f} tokens/param)"
+        for c, (n, d) in plan.optima.items()
+    ]
     return out + plan.notes
 
 
@@ -425,7 +474,11 @@ def to_yaml(sweep: dict[str, Any], header: list[str]) -> str:
     import yaml
 
     head = ["# @package sweep", *(f"# {h}".rstrip() for h in header)]
-    return "\n".join(head) + "\n" + yaml.safe_dump(sweep, sort_keys=False, width=10_000, default_flow_style=False)
+    return (
+        "\n".join(head)
+        + "\n"
+        + yaml.safe_dump(sweep, sort_keys=False, width=10_000, default_flow_style=False)
+    )
 
 
 # --------------------------------------------------------------------------- command
@@ -442,21 +495,32 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness plan", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="harness plan",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides shared by every run (the sweep's overrides)")
     p.add_argument("--budgets", required=True, help="compute budgets in FLOPs (C = 6ND), e.g. 1e13,3e13,1e14")
     p.add_argument("--name", default=None, help="sweep name (default: the --out file's stem, else 'isoflop')")
     p.add_argument("--out", default=None, help="YAML path (default harness/configs/sweep/<name>.yaml)")
     p.add_argument("--description", default=None)
-    p.add_argument("--prior", default=None, help="fit.json from harness fit (default: Epoch's Chinchilla refit)")
+    p.add_argument(
+        "--prior", default=None, help="fit.json from harness fit (default: Epoch's Chinchilla refit)"
+    )
     p.add_argument("--prior-group", default=None, help="which group of a multi-group fit.json")
-    p.add_argument("--spread", type=float, default=DEFAULT_SPREAD, help="sizes from N*/spread to N* x spread (4)")
+    p.add_argument(
+        "--spread", type=float, default=DEFAULT_SPREAD, help="sizes from N*/spread to N* x spread (4)"
+    )
     p.add_argument("--sizes", type=int, default=MIN_SIZES, help=f"model sizes per budget (>= {MIN_SIZES})")
-    p.add_argument("--rule", default=lr_rules.DEFAULT_RULE, choices=sorted(lr_rules.RULES), help="LR/batch rule")
+    p.add_argument(
+        "--rule", default=lr_rules.DEFAULT_RULE, choices=sorted(lr_rules.RULES), help="LR/batch rule"
+    )
     p.add_argument("--lr-sweep", default="1", help="LR multipliers per size, e.g. 0.5,1,2 (default 1: none)")
     p.add_argument("--batch", type=int, default=16, help="global batch (sequences) for rules that set none")
-    p.add_argument("--max-micro-batch", type=int, default=32, help="sequences per rank per micro-step, at most")
+    p.add_argument(
+        "--max-micro-batch", type=int, default=32, help="sequences per rank per micro-step, at most"
+    )
     p.add_argument("--min-steps", type=int, default=20, help="cap the batch so every run has this many steps")
     p.add_argument("--cluster", default="cpu", help="cluster preset (for the time estimate and the runs)")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run")
@@ -466,7 +530,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-dim", type=int, default=64, help="target head width (n_head = d_model / head_dim)")
     p.add_argument("--min-layers", type=int, default=1)
     p.add_argument("--results", default="results", help="records whose measured tokens/s time the plan")
-    p.add_argument("--assume-mfu", type=float, default=None, help="utilisation assumed when nothing was measured")
+    p.add_argument(
+        "--assume-mfu", type=float, default=None, help="utilisation assumed when nothing was measured"
+    )
     p.add_argument("--parallel", type=int, default=1, help="runs at once (the sweep's parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     p.add_argument("--run", action="store_true", help="after writing, run it (harness sweep sweep=<name>)")
@@ -485,21 +551,39 @@ def main(argv: list[str]) -> int:
         if args.cluster not in C.available("cluster"):
             raise PlanError(f"--cluster {args.cluster!r}; allowed: {', '.join(C.available('cluster'))}")
         if min(args.nproc, args.seq_len, args.vocab_size, args.head_dim, args.min_layers, args.parallel) < 1:
-            raise PlanError("--nproc, --seq-len, --vocab-size, --head-dim, --min-layers, --parallel must be >= 1")
+            raise PlanError(
+                "--nproc, --seq-len, --vocab-size, --head-dim, --min-layers, --parallel must be >= 1"
+            )
         name = args.name or (Path(args.out).stem if args.out else "isoflop")
         out = Path(args.out) if args.out else C.CONFIG_DIR / "sweep" / f"{name}.yaml"
         prior = load_prior(args.prior, args.prior_group) if args.prior else epoch_prior()
         family = Family(args.aspect, args.head_dim, args.vocab_size, args.seq_len, 4, args.min_layers)
-        plan = make_plan(budgets, prior, family, spread=args.spread, sizes=args.sizes, rule=args.rule,
-                         nproc=args.nproc, max_micro=args.max_micro_batch, min_steps=args.min_steps,
-                         lr_multipliers=mults, default_batch_seqs=args.batch)
+        plan = make_plan(
+            budgets,
+            prior,
+            family,
+            spread=args.spread,
+            sizes=args.sizes,
+            rule=args.rule,
+            nproc=args.nproc,
+            max_micro=args.max_micro_batch,
+            min_steps=args.min_steps,
+            lr_multipliers=mults,
+            default_batch_seqs=args.batch,
+        )
         cluster_cfg = OmegaConf.load(C.CONFIG_DIR / "cluster" / f"{args.cluster}.yaml")
-        rate = rate_from_records(args.results, args.cluster, args.nproc, str(cluster_cfg.device)) or rate_assumed(
-            cluster_cfg, args.nproc, mfu=args.assume_mfu)
+        rate = rate_from_records(
+            args.results, args.cluster, args.nproc, str(cluster_cfg.device)
+        ) or rate_assumed(cluster_cfg, args.nproc, mfu=args.assume_mfu)
         for r in plan.runs:
             r.est_s = rate.seconds(r.shape, r.tokens)
-        common = [f"cluster={args.cluster}", f"nproc={args.nproc}", f"train.seq_len={args.seq_len}",
-                  f"model.vocab_size={args.vocab_size}", *args.overrides]
+        common = [
+            f"cluster={args.cluster}",
+            f"nproc={args.nproc}",
+            f"train.seq_len={args.seq_len}",
+            f"model.vocab_size={args.vocab_size}",
+            *args.overrides,
+        ]
         _check_points(plan, common)
     except (PlanError, lr_rules.RuleError, C.ConfigError) as e:
         print(f"harness plan: {e}", file=sys.stderr)
@@ -508,8 +592,10 @@ def main(argv: list[str]) -> int:
     print(table(plan))
     print("\n".join(lines))
     command = "harness plan " + shlex.join(argv)
-    desc = args.description or (f"IsoFLOP sweep planned by harness plan: {len(budgets)} budgets x {args.sizes} sizes"
-                                + (f" x {len(mults)} LRs" if len(mults) > 1 else ""))
+    desc = args.description or (
+        f"IsoFLOP sweep planned by harness plan: {len(budgets)} budgets x {args.sizes} sizes"
+        + (f" x {len(mults)} LRs" if len(mults) > 1 else "")
+    )
     header = [f"Generated by: {command}", *lines, "", *table(plan).splitlines()]
     text = to_yaml(sweep_dict(plan, name, desc, common, args.parallel), header)
     if args.dry_run:
@@ -536,4 +622,6 @@ def _check_points(plan: Plan, common: list[str]) -> None:
         cfg = C.compose([*common, *r.overrides()])
         C.validate(cfg)
         if C.total_steps(cfg) != r.steps:  # the trainer's step count must match the planned D exactly
-            raise PlanError(f"{Family.name(r.shape)}: planned {r.steps} steps, the config gives {C.total_steps(cfg)}")
+            raise PlanError(
+                f"{Family.name(r.shape)}: planned {r.steps} steps, the config gives {C.total_steps(cfg)}"
+            )

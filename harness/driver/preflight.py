@@ -23,8 +23,12 @@ def check(cfg: Any) -> None:
         if cfg.nproc > n:
             C.fail("nproc", cfg.nproc, f"at most {n} (CUDA devices on this machine)")
     if t.dtype in ("bf16", "fp16") and not hardware.supports_dtype(c.device, t.dtype):
-        C.fail("train.dtype", t.dtype, f"this {c.device} has no native {t.dtype} support; allowed here: "
-               + ", ".join(d for d in C.DTYPES if hardware.supports_dtype(c.device, d)))
+        C.fail(
+            "train.dtype",
+            t.dtype,
+            f"this {c.device} has no native {t.dtype} support; allowed here: "
+            + ", ".join(d for d in C.DTYPES if hardware.supports_dtype(c.device, d)),
+        )
 
 
 def cuda_device_count() -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import config as C
-from harness.core import flops
+from harness.core import flops, shapes
 from harness.core import runspec as plan
 from harness.core.records import RecordError, iter_records, read_record
 from harness.driver import preflight
@@ -47,11 +47,12 @@ def expand(sweep: Any, user_overrides: list[str]) -> list[Point]:
     for model in sweep.models:
         budgets = [f"train.tokens={int(t)}" for t in sweep.tokens]
         if sweep.tokens_per_param:
-            n = flops.params_nonembedding(plan.shape_of(C.compose([*common, f"model={model}"])))
+            n = flops.params_nonembedding(shapes.of_config(C.compose([*common, f"model={model}"])))
             budgets += [f"train.tokens={int(r * n)}" for r in sweep.tokens_per_param]
         axes += [[f"model={model}", b] for b in budgets]
     grid = [
-        [*a, f"nproc={n}", *shlex.split(v)] for a, n, v in itertools.product(axes, sweep.nproc, sweep.variants)
+        [*a, f"nproc={n}", *shlex.split(v)]
+        for a, n, v in itertools.product(axes, sweep.nproc, sweep.variants)
     ]
     grid += [shlex.split(p) for p in sweep.points]
     points = []
@@ -120,8 +121,10 @@ class Progress:
         remaining = self.total - self.done - self.failed
         mean = sum(self.durations) / len(self.durations)
         eta = remaining * mean / self.parallel
-        return (f"[sweep] {self.done} done, {self.failed} failed, {remaining} remaining; "
-                f"elapsed {time.time() - self.start:.0f} s, ETA {eta:.0f} s")
+        return (
+            f"[sweep] {self.done} done, {self.failed} failed, {remaining} remaining; "
+            f"elapsed {time.time() - self.start:.0f} s, ETA {eta:.0f} s"
+        )
 
 
 # Statuses a re-run repeats by default: crashes and time-outs may pass next time; a diverged or
@@ -134,17 +137,29 @@ def run_point(point: Point) -> tuple[Point, dict, float]:
 
     start = time.time()
     if launch.STOPPING.is_set():  # SIGTERM: start nothing new; a re-run picks these up
-        return point, {"run_id": plan.run_id(point.cfg), "status": "not started",
-                       "failure": {"type": "Stopped", "message": "sweep received SIGTERM"}}, 0.0
+        return (
+            point,
+            {
+                "run_id": plan.run_id(point.cfg),
+                "status": "not started",
+                "failure": {"type": "Stopped", "message": "sweep received SIGTERM"},
+            },
+            0.0,
+        )
     try:
         record = launch.run(point.cfg, quiet=True).record
     except launch.RunLocked as e:
-        record = {"run_id": plan.run_id(point.cfg), "status": "locked", "failure": {"type": "RunLocked", "message": str(e)}}
+        record = {
+            "run_id": plan.run_id(point.cfg),
+            "status": "locked",
+            "failure": {"type": "RunLocked", "message": str(e)},
+        }
     return point, record, time.time() - start
 
 
-def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = None, retry: str = "failed",
-              log=print) -> list[dict]:
+def run_sweep(
+    sweep: Any, user_overrides: list[str], *, parallel: int | None = None, retry: str = "failed", log=print
+) -> list[dict]:
     """Run the sweep's missing points. retry: "failed" (crashes, time-outs), "all" (also diverged, oom), "none"."""
     points = expand(sweep, user_overrides)
     records: dict[str, dict] = {}
@@ -163,8 +178,10 @@ def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = N
         else:
             records[rid] = existing[rid]
     invalid = [p for p in points if p.cfg is None]
-    log(f"[sweep] {sweep.name}: {len(points)} points, {len(records)} already recorded, {len(todo)} to run"
-        + (f", {len(invalid)} invalid" if invalid else ""))
+    log(
+        f"[sweep] {sweep.name}: {len(points)} points, {len(records)} already recorded, {len(todo)} to run"
+        + (f", {len(invalid)} invalid" if invalid else "")
+    )
     k = max(1, parallel or sweep.parallel)
     progress = Progress(len(todo), k)
 
@@ -176,19 +193,40 @@ def run_sweep(sweep: Any, user_overrides: list[str], *, parallel: int | None = N
             ok = record["status"] == "completed"
             if not ok:
                 f = record.get("failure") or {}
-                log(f"[sweep] FAILED {record['run_id']} ({point.label}): {f.get('type')}: {f.get('message', '')[:200]}")
+                log(
+                    f"[sweep] FAILED {record['run_id']} ({point.label}): {f.get('type')}: {f.get('message', '')[:200]}"
+                )
             log(progress.update(ok, duration))
-    ordered = [records[plan.run_id(p.cfg)] for p in points if p.cfg is not None and plan.run_id(p.cfg) in records]
+    ordered = [
+        records[plan.run_id(p.cfg)] for p in points if p.cfg is not None and plan.run_id(p.cfg) in records
+    ]
     ordered += [_invalid_record(p, sweep) for p in invalid]
     return ordered
 
 
 def _invalid_record(point: Point, sweep: Any) -> dict:
-    return {"run_id": "-", "status": "invalid", "sweep": sweep.name, "failure": {"type": "ConfigError",
-            "message": point.error}, "label": point.label}
+    return {
+        "run_id": "-",
+        "status": "invalid",
+        "sweep": sweep.name,
+        "failure": {"type": "ConfigError", "message": point.error},
+        "label": point.label,
+    }
 
 
-SUMMARY_COLUMNS = ("run_id", "status", "model", "N", "world", "tokens", "loss", "heldout", "tok/s", "MFU", "cause")
+SUMMARY_COLUMNS = (
+    "run_id",
+    "status",
+    "model",
+    "N",
+    "world",
+    "tokens",
+    "loss",
+    "heldout",
+    "tok/s",
+    "MFU",
+    "cause",
+)
 
 
 def summary_rows(records: list[dict]) -> list[dict]:
@@ -217,7 +255,10 @@ def format_table(rows: list[dict]) -> str:
         return f"{v:,}" if isinstance(v, int) else str(v)
 
     cells = [[fmt(c, r[c]) for c in SUMMARY_COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(SUMMARY_COLUMNS)]
+    widths = [
+        max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+        for i, c in enumerate(SUMMARY_COLUMNS)
+    ]
     lines = ["  ".join(c.ljust(w) for c, w in zip(SUMMARY_COLUMNS, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
@@ -226,7 +267,7 @@ def format_table(rows: list[dict]) -> str:
 def write_summary(results_dir: Path, sweep_name: str, rows: list[dict]) -> Path:
     from io import StringIO
 
-    from harness.core.records import atomic_write_text
+    from harness.core.io import atomic_write_text
 
     buf = StringIO()
     w = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS))
@@ -240,15 +281,23 @@ def write_summary(results_dir: Path, sweep_name: str, rows: list[dict]) -> Path:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="harness sweep", description="Run a sweep; completed runs are skipped.")
     p.add_argument("overrides", nargs="*", help="sweep=<name> plus Hydra overrides applied to every run")
-    p.add_argument("--parallel", type=int, default=None, help="runs at once on this machine (default: the sweep's)")
-    p.add_argument("--retry", choices=("failed", "all", "none"), default="failed",
-                   help="which unfinished runs to re-run: failed/timed-out (default), all (also diverged, oom), none")
+    p.add_argument(
+        "--parallel", type=int, default=None, help="runs at once on this machine (default: the sweep's)"
+    )
+    p.add_argument(
+        "--retry",
+        choices=("failed", "all", "none"),
+        default="failed",
+        help="which unfinished runs to re-run: failed/timed-out (default), all (also diverged, oom), none",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs and the commands; start nothing")
     args = p.parse_args(argv)
     sweep_args = [o for o in args.overrides if o.startswith("sweep=")]
     user = [o for o in args.overrides if not o.startswith("sweep=")]
     if not sweep_args:
-        print(f"harness sweep: give sweep=<name>; allowed: {', '.join(C.available('sweep'))}", file=sys.stderr)
+        print(
+            f"harness sweep: give sweep=<name>; allowed: {', '.join(C.available('sweep'))}", file=sys.stderr
+        )
         return 2
     try:
         sweep = C.compose([*sweep_args]).sweep
@@ -259,7 +308,9 @@ def main(argv: list[str]) -> int:
                 if point.cfg is None:
                     print(f"# invalid: {point.label}: {point.error}")
                 else:
-                    print(f"# {plan.run_id(point.cfg)} [{status_of(point.cfg) or 'new'}]\n{launch.dry_run(point.cfg)}")
+                    print(
+                        f"# {plan.run_id(point.cfg)} [{status_of(point.cfg) or 'new'}]\n{launch.dry_run(point.cfg)}"
+                    )
             return 0
         from harness.driver import launch
 
@@ -273,4 +324,3 @@ def main(argv: list[str]) -> int:
     results_dir = Path(C.compose(user).results_dir)
     print(f"summary: {write_summary(results_dir, sweep.name, rows)}")
     return 0 if all(r["status"] == "completed" for r in records) else 1
-

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from harness.core.records import atomic_write_text
+from harness.core.io import atomic_write_text
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"

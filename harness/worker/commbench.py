@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from harness.analysis.commmodel import OPS, algbw, busbw
-from harness.core.records import atomic_write_text
+from harness.core.io import atomic_write_text
 from harness.worker import distributed
 
 # Ops a backend runs by another algorithm than its name says. Measured all the same

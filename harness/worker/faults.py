@@ -30,7 +30,9 @@ def _parse(spec: str) -> tuple[str, int, int] | None:
             raise ValueError
         return kind, int(rank), int(step)
     except ValueError:
-        raise ValueError(f"HARNESS_FAULT={spec!r} is not allowed: '<kind>@<rank>:<step>', kind in {KINDS}") from None
+        raise ValueError(
+            f"HARNESS_FAULT={spec!r} is not allowed: '<kind>@<rank>:<step>', kind in {KINDS}"
+        ) from None
 
 
 _SPEC = _parse(os.environ.get("HARNESS_FAULT", ""))

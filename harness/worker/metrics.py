@@ -20,8 +20,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
     if not values:
-        return {"n": 0, "median": float("nan"), "p90": float("nan"), "mean": float("nan"),
-                "min": float("nan"), "max": float("nan")}
+        return {
+            "n": 0,
+            "median": float("nan"),
+            "p90": float("nan"),
+            "mean": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+        }
     return {
         "n": len(values),
         "median": statistics.median(values),
@@ -54,7 +60,9 @@ def rank_spread(per_rank_medians: Sequence[float]) -> float:
     return (max(per_rank_medians) - min(per_rank_medians)) / statistics.median(per_rank_medians)
 
 
-def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, schedule: str, min_ratio: float) -> float:
+def lr_at(
+    step: int, total_steps: int, peak: float, warmup_steps: int, schedule: str, min_ratio: float
+) -> float:
     """Linear warm-up, then cosine / linear decay to min_ratio * peak (or constant)."""
     if warmup_steps > 0 and step < warmup_steps:
         return peak * (step + 1) / warmup_steps

@@ -23,7 +23,9 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))
 
 
@@ -53,7 +55,9 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(shape.vocab_size, d)
         self.pos_emb = nn.Embedding(shape.seq_len, d)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d, shape.n_head, shape.mlp_ratio, dropout) for _ in range(shape.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(d, shape.n_head, shape.mlp_ratio, dropout) for _ in range(shape.n_layer)
+        )
         self.ln_f = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, shape.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied, as GPT-2

@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def two_batch_estimates(g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:
+def two_batch_estimates(
+    g_small_sq: float, g_big_sq: float, b_small: float, b_big: float
+) -> tuple[float, float]:
     """Unbiased (|G|^2, tr(Sigma)) from squared norms of a small- and a large-batch mean gradient."""
     if not b_big > b_small > 0:
         raise ValueError(f"need B_big > B_small > 0, got B_small={b_small}, B_big={b_big}")

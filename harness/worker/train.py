@@ -14,7 +14,6 @@ import resource
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,45 +22,18 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from harness.core import config as C
-from harness.core import environment, flops
+from harness.core import environment, flops, shapes
 from harness.core import runspec as plan
-from harness.core.records import CONFIG_FILE, METRICS_FILE, append_jsonl, atomic_write_text, write_record
+from harness.core.io import atomic_write_text
+from harness.core.rankfiles import PREEMPTED_EXIT, Heartbeat, first_error, write_error
+from harness.core.records import CONFIG_FILE, METRICS_FILE, append_jsonl, write_record
 from harness.datasets.tokens import BatchSampler, DataError, TokenData, heldout_windows, resolve_source
 from harness.worker import checkpoint, distributed, faults, hardware, metrics
 from harness.worker.engines import build_engine
 from harness.worker.model import GPT
 from harness.worker.noise_scale import NoiseScaleEMA, two_batch_estimates
 
-ERRORS_DIR = "errors"
-PROGRESS_DIR = "progress"
-
-
-class Heartbeat:
-    """Each rank's current step in ``progress/rank<r>`` (one pwrite per step), so that when a
-    collective times out the driver can tell which rank stopped and which one merely waited."""
-
-    def __init__(self, run_dir: Path, rank: int) -> None:
-        (run_dir / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(run_dir / PROGRESS_DIR / f"rank{rank}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-
-    def beat(self, step: int, done: bool = False) -> None:
-        """Progress counter 2*step (step started) or 2*step + 1 (step's optimizer update done)."""
-        os.pwrite(self.fd, f"{2 * step + int(done):>12d}\n".encode(), 0)
-
-
-def last_progress(run_dir: Path) -> dict[int, int]:
-    """Each rank's last progress counter (see Heartbeat.beat)."""
-    out = {}
-    for path in (run_dir / PROGRESS_DIR).glob("rank*"):
-        try:
-            out[int(path.name[4:])] = int(path.read_text().strip())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 DUMP_PARAMS_ENV = "HARNESS_DUMP_PARAMS"  # path: rank 0 saves the final parameters there (tests)
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: checkpointed on SIGTERM; run again to resume
 
 
 class Diverged(RuntimeError):
@@ -138,8 +110,11 @@ class MetricsSink:
         if self.enabled:
             kept = []
             if resume_step and self.path.exists():  # drop what was logged after the checkpoint
-                kept = [line for line in self.path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] < resume_step]
+                kept = [
+                    line
+                    for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] < resume_step
+                ]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
             if cfg.wandb.enabled:
                 import wandb
@@ -175,7 +150,7 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
             f"model.vocab_size={m.vocab_size} is smaller than the data's vocabulary ({data.vocab_size}); "
             f"allowed: >= {data.vocab_size}"
         )
-    shape = plan.shape_of(cfg)
+    shape = shapes.of_config(cfg)
     engine = build_engine(cfg, GPT(shape, m.dropout), info)
     peak, peak_source = peak_flops(cfg, info)
 
@@ -209,26 +184,43 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         all-reduce, then log them: the logged loss is the global batch's, whatever the world size.
         The same all-reduce carries the ranks' stop requests (SIGTERM) and rank 0's time-based
         checkpoint decision, so every rank acts on them at the same step. Returns (stop, checkpoint)."""
-        due = info.rank == 0 and t.checkpoint_interval_s > 0 and time.time() - last_ckpt_time > t.checkpoint_interval_s
+        due = (
+            info.rank == 0
+            and t.checkpoint_interval_s > 0
+            and time.time() - last_ckpt_time > t.checkpoint_interval_s
+        )
         flags = [float(_STOP["requested"]), float(due)]
-        local = torch.tensor([[p["loss"], p.get("local_sq", 0.0), *flags] for p in pending], dtype=torch.float64,
-                             device=info.device)
+        local = torch.tensor(
+            [[p["loss"], p.get("local_sq", 0.0), *flags] for p in pending],
+            dtype=torch.float64,
+            device=info.device,
+        )
         dist.all_reduce(local)
         stop, due = bool(local[-1, 2] > 0), bool(local[-1, 3] > 0)
         for p, (loss, local_sq, _, _) in zip(pending, (local / info.world_size).tolist(), strict=True):
             losses.append(loss)
             if not math.isfinite(loss):
                 raise Diverged(f"loss became {loss} at step {p['step']}")
-            row = {"step": p["step"], "tokens": (p["step"] + 1) * gb * t.seq_len, "loss": loss, "lr": p["lr"],
-                   "grad_norm": p["grad_norm"], "step_time_s": p["step_time_s"], "comm_time_s": p["comm_time_s"]}
+            row = {
+                "step": p["step"],
+                "tokens": (p["step"] + 1) * gb * t.seq_len,
+                "loss": loss,
+                "lr": p["lr"],
+                "grad_norm": p["grad_norm"],
+                "step_time_s": p["step_time_s"],
+                "comm_time_s": p["comm_time_s"],
+            }
             if "global_sq" in p and b_big > b_small:
                 g2, trace = two_batch_estimates(local_sq, p["global_sq"], b_small, b_big)
                 row.update(grad_sq_G=g2, trace_sigma=trace, b_simple=noise.update(g2, trace))
             sink.log(row)
         if info.rank == 0:
             p = pending[-1]
-            print(f"step {p['step'] + 1}/{steps} loss {losses[-1]:.4f} lr {p['lr']:.2e} "
-                  f"step {p['step_time_s'] * 1e3:.1f} ms", flush=True)
+            print(
+                f"step {p['step'] + 1}/{steps} loss {losses[-1]:.4f} lr {p['lr']:.2e} "
+                f"step {p['step_time_s'] * 1e3:.1f} ms",
+                flush=True,
+            )
         pending.clear()
         return stop, due
 
@@ -245,7 +237,9 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         ids = sampler.sample_ids(step, gb, info.rank, per_rank)
         micro_losses = []
         for k in range(t.grad_accum):
-            batch = torch.from_numpy(sampler.get(ids[k * t.micro_batch : (k + 1) * t.micro_batch])).to(info.device)
+            batch = torch.from_numpy(sampler.get(ids[k * t.micro_batch : (k + 1) * t.micro_batch])).to(
+                info.device
+            )
             micro_losses.append(engine.micro_step(batch[:, :-1], batch[:, 1:], last=k == t.grad_accum - 1))
         if faults.inject(step, info.rank):
             micro_losses[-1] = torch.full_like(micro_losses[-1], float("nan"))
@@ -261,8 +255,14 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
             comm_times.append(comm)
             if launch is not None:
                 compute_times.append(launch - t0)
-        entry = {"step": step, "loss": float(torch.stack(micro_losses).float().mean()), "lr": lr,
-                 "grad_norm": gnorm, "step_time_s": dt, "comm_time_s": comm}
+        entry = {
+            "step": step,
+            "loss": float(torch.stack(micro_losses).float().mean()),
+            "lr": lr,
+            "grad_norm": gnorm,
+            "step_time_s": dt,
+            "comm_time_s": comm,
+        }
         sq = engine.grad_sq_norms()
         if sq is not None:
             entry["local_sq"], entry["global_sq"] = sq
@@ -298,8 +298,19 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
     }
     gathered: list[dict] = [None] * info.world_size  # type: ignore[list-item]
     dist.all_gather_object(gathered, per_rank_stats)
-    result = summarize_run(cfg, shape, gathered, losses, heldout, steps, train_wall, peak, peak_source,
-                           engine.comm_bytes_per_step(), sampler)
+    result = summarize_run(
+        cfg,
+        shape,
+        gathered,
+        losses,
+        heldout,
+        steps,
+        train_wall,
+        peak,
+        peak_source,
+        engine.comm_bytes_per_step(),
+        sampler,
+    )
     result["timing"]["comm_method"] = engine.comm_method
     result["training"]["heldout_tokens"] = len(windows) * t.seq_len
     result["training"]["resumed_from_step"] = start_step or None
@@ -310,14 +321,17 @@ def train(cfg: Any, run_dir: Path, info: distributed.DistInfo) -> dict:
         "b_small_tokens": b_small,
         "b_big_tokens": b_big,
         "method": "McCandlish et al. 2018 two-batch estimator: per-rank vs all-reduced gradient norms from the DDP "
-                  f"comm hook, EMA decay {noise.decay}" if noise.g2 is not None else "not measured (needs world size > 1)",
+        f"comm hook, EMA decay {noise.decay}"
+        if noise.g2 is not None
+        else "not measured (needs world size > 1)",
     }
     sink.close({"heldout_loss": heldout[-1][1], "tokens_per_s": result["throughput"]["tokens_per_s"]})
     return result
 
 
-def summarize_run(cfg, shape, per_rank, losses, heldout, steps, train_wall, peak, peak_source, comm_bytes,
-                  sampler) -> dict:
+def summarize_run(
+    cfg, shape, per_rank, losses, heldout, steps, train_wall, peak, peak_source, comm_bytes, sampler
+) -> dict:
     """The measured part of the record, from every rank's statistics."""
     t = cfg.train
     ws = C.world_size(cfg)
@@ -395,28 +409,6 @@ def environment_facts(info: distributed.DistInfo, hosts: list[str], devices: lis
     }
 
 
-def write_error(run_dir: Path, rank: int, exc: BaseException) -> None:
-    err = {
-        "rank": rank,
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": "".join(traceback.format_exception(exc))[-4000:],
-        "time": time.time(),
-    }
-    atomic_write_text(run_dir / ERRORS_DIR / f"rank{rank}.json", json.dumps(err, indent=2) + "\n")
-
-
-def first_error(run_dir: Path) -> dict | None:
-    """The earliest rank error: later ones are usually peers noticing the first one's death."""
-    errors = []
-    for path in sorted((run_dir / ERRORS_DIR).glob("rank*.json")):
-        try:
-            errors.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return min(errors, key=lambda e: e.get("time", 0.0)) if errors else None
-
-
 def run(run_dir: Path) -> int:
     # Merged onto the schema: a config frozen by an older version still gets every key's default.
     cfg = OmegaConf.merge(OmegaConf.structured(C.HarnessConfig), OmegaConf.load(run_dir / CONFIG_FILE))
@@ -429,16 +421,23 @@ def run(run_dir: Path) -> int:
         if info.rank == 0:
             env = environment_facts(info, result.pop("hosts"), result.pop("device_names"))
             record = plan.base_record(cfg, "completed")
-            record.update(result, environment=env, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          duration_s=time.time() - start)
+            record.update(
+                result,
+                environment=env,
+                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                duration_s=time.time() - start,
+            )
             write_record(run_dir, record)
         clean = True
         return 0
     except Preempted as p:
         if info.rank == 0:
             record = plan.base_record(cfg, "preempted")
-            record.update(checkpoint={"path": str(p.path), "step": p.step}, duration_s=time.time() - start,
-                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            record.update(
+                checkpoint={"path": str(p.path), "step": p.step},
+                duration_s=time.time() - start,
+                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
             write_record(run_dir, record)
             print(f"pre-empted: checkpoint at step {p.step} in {p.path}; run again to resume", flush=True)
         return PREEMPTED_EXIT
@@ -454,7 +453,10 @@ def run(run_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m harness.worker.train RUN_DIR  (normally started by 'harness train')", file=sys.stderr)
+        print(
+            "usage: python -m harness.worker.train RUN_DIR  (normally started by 'harness train')",
+            file=sys.stderr,
+        )
         return 2
     try:
         return run(Path(argv[0]))

@@ -9,13 +9,34 @@ from hypothesis import strategies as st
 
 from harness.core import config as C
 
-INT_KEYS = ["nproc", "nnodes", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.tokens",
-            "train.eval_tokens", "train.log_interval", "model.n_layer", "model.n_head", "model.d_model",
-            "train.keep_checkpoints"]
-FLOAT_KEYS = ["train.lr", "train.warmup_frac", "train.min_lr_ratio", "train.grad_clip", "data.heldout_frac",
-              "model.dropout"]
-CHOICE_KEYS = {"train.dtype": C.DTYPES, "train.schedule": C.SCHEDULES, "engine.name": C.ENGINES,
-               "cluster.device": C.DEVICES}
+INT_KEYS = [
+    "nproc",
+    "nnodes",
+    "train.micro_batch",
+    "train.grad_accum",
+    "train.seq_len",
+    "train.tokens",
+    "train.eval_tokens",
+    "train.log_interval",
+    "model.n_layer",
+    "model.n_head",
+    "model.d_model",
+    "train.keep_checkpoints",
+]
+FLOAT_KEYS = [
+    "train.lr",
+    "train.warmup_frac",
+    "train.min_lr_ratio",
+    "train.grad_clip",
+    "data.heldout_frac",
+    "model.dropout",
+]
+CHOICE_KEYS = {
+    "train.dtype": C.DTYPES,
+    "train.schedule": C.SCHEDULES,
+    "engine.name": C.ENGINES,
+    "cluster.device": C.DEVICES,
+}
 GROUPS = ["model", "cluster", "engine", "launcher", "sweep"]
 
 junk = st.text(alphabet="abcxyz-_!%", min_size=1, max_size=8)
@@ -54,8 +75,14 @@ def test_every_invalid_override_is_one_clear_error(kv):
 @settings(max_examples=40, deadline=None)
 @given(micro=st.integers(1, 16), accum=st.integers(1, 4), nproc=st.integers(1, 4), gb=st.integers(1, 256))
 def test_global_batch_rule(micro, accum, nproc, gb):
-    cfg = C.compose([f"train.micro_batch={micro}", f"train.grad_accum={accum}", f"nproc={nproc}",
-                     f"train.global_batch={gb}"])
+    cfg = C.compose(
+        [
+            f"train.micro_batch={micro}",
+            f"train.grad_accum={accum}",
+            f"nproc={nproc}",
+            f"train.global_batch={gb}",
+        ]
+    )
     if gb == micro * accum * nproc:
         C.validate(cfg)
     else:
@@ -75,6 +102,18 @@ def test_cli_bad_input_exit_codes():
 
 
 def test_missing_data_source_is_clear(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "train", f"data.source={tmp_path / 'nope'}",
-                          f"results_dir={tmp_path}"], capture_output=True, text=True)
-    assert out.returncode == 2 and "is not a prepared token dir" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            f"data.source={tmp_path / 'nope'}",
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        out.returncode == 2 and "is not a prepared token dir" in out.stderr and "Traceback" not in out.stderr
+    )

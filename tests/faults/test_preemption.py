@@ -51,7 +51,9 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     assert resumed.returncode == 0, out
     assert f"(step {rec['checkpoint']['step']})" in out
     done = read_record(run_dir)
-    assert done["status"] == "completed" and done["training"]["resumed_from_step"] == rec["checkpoint"]["step"]
+    assert (
+        done["status"] == "completed" and done["training"]["resumed_from_step"] == rec["checkpoint"]["step"]
+    )
     # fp32 on CPU: the resumed curve equals the uninterrupted one step for step.
     assert losses(run_dir) == losses(full_dir)
     assert [r["step"] for r in metrics_rows(run_dir) if "loss" in r] == list(range(60))

@@ -15,8 +15,17 @@ from harness.driver import launch
 
 
 def fake_completed(run_dir, n=1000, loss=3.0):
-    write_record(run_dir, {"kind": "train", "run_id": run_dir.name, "sweep": "s", "status": "completed",
-                           "model": {"params_nonembedding": n}, "training": {"final_train_loss": loss}})
+    write_record(
+        run_dir,
+        {
+            "kind": "train",
+            "run_id": run_dir.name,
+            "sweep": "s",
+            "status": "completed",
+            "model": {"params_nonembedding": n},
+            "training": {"final_train_loss": loss},
+        },
+    )
 
 
 def test_atomic_write_leaves_no_temp_files_and_replaces_whole(tmp_path):
@@ -56,8 +65,11 @@ def test_corrupt_records_are_skipped_with_a_warning_naming_the_file(tmp_path, co
 def test_harness_fit_skips_corrupt_record_without_traceback(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "record.json").write_text('{"truncated": ')
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "fit", str(tmp_path), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "fit", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert "Traceback" not in out.stderr
     assert str(tmp_path / "bad" / "record.json") in out.stderr
     assert out.returncode == 2  # nothing left to fit: one clear error
@@ -66,8 +78,11 @@ def test_harness_fit_skips_corrupt_record_without_traceback(tmp_path):
 def test_newer_schema_is_refused_clearly(tmp_path):
     path = tmp_path / "record.json"
     path.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "status": "completed"}))
-    with pytest.raises(RecordError, match=rf"schema_version={SCHEMA_VERSION + 1} is not supported; this harness "
-                                          rf"reads version {SCHEMA_VERSION}"):
+    with pytest.raises(
+        RecordError,
+        match=rf"schema_version={SCHEMA_VERSION + 1} is not supported; this harness "
+        rf"reads version {SCHEMA_VERSION}",
+    ):
         read_record(path)
 
 
@@ -85,7 +100,9 @@ def test_two_sweeps_into_one_folder_do_not_clobber(tmp_path):
     cfg = C.compose([*SMALL, f"results_dir={tmp_path}"])
     C.validate(cfg)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(run_point(Point([], cfg))[1])) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(run_point(Point([], cfg))[1])) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

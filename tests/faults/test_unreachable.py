@@ -22,19 +22,42 @@ UNUSED = "10.200.1.9"  # on the link, but no host answers ARP for it
 hosts = netns.hosts_fixture(ADDRS, "u")
 
 
-def driver_in(ns: str, tmp_path, *overrides: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "harness.cli", "train", *SMALL, "nproc=1",
-           f"results_dir={tmp_path}", "launcher.connect_timeout_s=4", *overrides]
+def driver_in(
+    ns: str, tmp_path, *overrides: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        *SMALL,
+        "nproc=1",
+        f"results_dir={tmp_path}",
+        "launcher.connect_timeout_s=4",
+        *overrides,
+    ]
     start = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return out, time.time() - start
 
 
-@pytest.mark.parametrize("endpoint, why", [(f"{ADDRS[1]}:29411", "refused"), (f"{UNUSED}:29411", "unreachable")])
+@pytest.mark.parametrize(
+    "endpoint, why", [(f"{ADDRS[1]}:29411", "refused"), (f"{UNUSED}:29411", "unreachable")]
+)
 def test_rendezvous_endpoint_that_does_not_answer(hosts, tmp_path, endpoint, why):
     ns_a = next(iter(hosts))
-    out, elapsed = driver_in(ns_a, tmp_path, "launcher=multinode", "nnodes=2", f"launcher.rdzv_endpoint={endpoint}",
-                             f"launcher.local_addr={ADDRS[0]}")
+    out, elapsed = driver_in(
+        ns_a,
+        tmp_path,
+        "launcher=multinode",
+        "nnodes=2",
+        f"launcher.rdzv_endpoint={endpoint}",
+        f"launcher.local_addr={ADDRS[0]}",
+    )
     assert out.returncode == 1 and elapsed < 60, (why, out.stdout[-1500:], out.stderr[-1500:])
     assert f"launcher.rdzv_endpoint={endpoint}" in out.stdout and "did not answer within 4 s" in out.stdout
     [rec_path] = list(tmp_path.rglob("record.json"))
@@ -46,7 +69,9 @@ def test_hostfile_host_that_does_not_answer(hosts, tmp_path):
     ns_a = next(iter(hosts))
     hostfile = tmp_path / "hostfile"
     hostfile.write_text(f"{ADDRS[1]} slots=1\n{UNUSED} slots=1\n")
-    out, elapsed = driver_in(ns_a, tmp_path, "launcher=deepspeed", "nnodes=2", f"launcher.hostfile={hostfile}")
+    out, elapsed = driver_in(
+        ns_a, tmp_path, "launcher=deepspeed", "nnodes=2", f"launcher.hostfile={hostfile}"
+    )
     assert out.returncode == 1 and elapsed < 60, (out.stdout[-1500:], out.stderr[-1500:])
     assert f"hostfile host {ADDRS[1]} (ssh)" in out.stdout and "did not answer" in out.stdout
 

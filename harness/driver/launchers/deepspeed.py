@@ -28,8 +28,17 @@ HOSTFILE = "hostfile"
 SSH_PORT = 22
 ENV_FILE = "deepspeed_env"
 # What the ranks on a remote host need from the driver's environment.
-_EXPORTED = ("OMP_NUM_THREADS", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HARNESS_CACHE", "PYTHONUNBUFFERED",
-             "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "PATH", "WANDB_MODE")
+_EXPORTED = (
+    "OMP_NUM_THREADS",
+    "DS_ACCELERATOR",
+    "TORCH_EXTENSIONS_DIR",
+    "HARNESS_CACHE",
+    "PYTHONUNBUFFERED",
+    "GLOO_SOCKET_IFNAME",
+    "NCCL_SOCKET_IFNAME",
+    "PATH",
+    "WANDB_MODE",
+)
 
 
 def read_hostfile(text: str) -> list[tuple[str, int]]:
@@ -58,14 +67,20 @@ def hostfile_text(cfg: Any) -> str:
     elif cfg.nnodes == 1:
         text = f"localhost slots={cfg.nproc}\n"
     else:
-        raise C.ConfigError(f"launcher.hostfile is required with nnodes={cfg.nnodes}: allowed: a file with one "
-                            "'HOST slots=N' line per node")
+        raise C.ConfigError(
+            f"launcher.hostfile is required with nnodes={cfg.nnodes}: allowed: a file with one "
+            "'HOST slots=N' line per node"
+        )
     hosts = read_hostfile(text)
     if len(hosts) < cfg.nnodes or any(slots < cfg.nproc for _, slots in hosts[: cfg.nnodes]):
-        raise C.ConfigError(f"launcher.hostfile lists {hosts}: allowed: at least nnodes={cfg.nnodes} hosts with "
-                            f"slots >= nproc={cfg.nproc}")
+        raise C.ConfigError(
+            f"launcher.hostfile lists {hosts}: allowed: at least nnodes={cfg.nnodes} hosts with "
+            f"slots >= nproc={cfg.nproc}"
+        )
     if not 0 <= lc.node_rank < cfg.nnodes and lc.node_rank != -1:
-        raise C.ConfigError(f"launcher.node_rank={lc.node_rank} is not allowed: -1 (ssh) or 0..{cfg.nnodes - 1}")
+        raise C.ConfigError(
+            f"launcher.node_rank={lc.node_rank} is not allowed: -1 (ssh) or 0..{cfg.nnodes - 1}"
+        )
     return text
 
 
@@ -95,7 +110,9 @@ def launcher_env(cfg: Any, run_dir: Path) -> dict[str, str]:
     env = common.node_env(cfg)
     if cfg.cluster.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"  # the runner itself asks DeepSpeed's accelerator for the slots
-    env["DS_ENV_FILE"] = str((run_dir / ENV_FILE).resolve())  # absolute: DeepSpeed joins it to its search dirs
+    env["DS_ENV_FILE"] = str(
+        (run_dir / ENV_FILE).resolve()
+    )  # absolute: DeepSpeed joins it to its search dirs
     return env
 
 
@@ -136,10 +153,16 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         name = "train.log" if cfg.launcher.node_rank < 0 else f"train.node{cfg.launcher.node_rank}.log"
         log = run_dir / name
         start = time.time()
-        rc, timed_out = launch.run_process(deepspeed_command(cfg, run_dir, hostfile, text), env, log,
-                                           timeout_s=cfg.launcher.timeout_s, quiet=quiet)
-        return launch.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
-                             wait_s=cfg.launcher.record_wait_s)
+        rc, timed_out = launch.run_process(
+            deepspeed_command(cfg, run_dir, hostfile, text),
+            env,
+            log,
+            timeout_s=cfg.launcher.timeout_s,
+            quiet=quiet,
+        )
+        return launch.settle(
+            cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out, wait_s=cfg.launcher.record_wait_s
+        )
 
 
 def dry_run(cfg: Any) -> str:
@@ -149,7 +172,11 @@ def dry_run(cfg: Any) -> str:
     lines = [f"# deepspeed launcher; hostfile {run_dir / HOSTFILE}:"]
     lines += [f"#   {line}" for line in text.splitlines()]
     if cfg.nnodes > 1 and cfg.launcher.node_rank < 0:
-        lines.append(f"# env file {run_dir / ENV_FILE} (exported to every host): "
-                     + " ".join(env_file_text(env).split()))
-    lines.append(common.shell_line(common.env_changes(env), deepspeed_command(cfg, run_dir, run_dir / HOSTFILE, text)))
+        lines.append(
+            f"# env file {run_dir / ENV_FILE} (exported to every host): "
+            + " ".join(env_file_text(env).split())
+        )
+    lines.append(
+        common.shell_line(common.env_changes(env), deepspeed_command(cfg, run_dir, run_dir / HOSTFILE, text))
+    )
     return "\n".join(lines)

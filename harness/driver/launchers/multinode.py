@@ -30,12 +30,16 @@ def rendezvous(cfg: Any) -> tuple[str, int]:
     endpoint = cfg.launcher.rdzv_endpoint
     if not endpoint:
         if cfg.nnodes > 1:
-            raise C.ConfigError(f"launcher.rdzv_endpoint is required with nnodes={cfg.nnodes}: allowed: HOST:PORT "
-                                "of one of the nodes, the same on every node (e.g. node0:29400)")
+            raise C.ConfigError(
+                f"launcher.rdzv_endpoint is required with nnodes={cfg.nnodes}: allowed: HOST:PORT "
+                "of one of the nodes, the same on every node (e.g. node0:29400)"
+            )
         endpoint = DEFAULT_ENDPOINT
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
-        raise C.ConfigError(f"launcher.rdzv_endpoint={endpoint!r} is not allowed: HOST:PORT, e.g. node0:29400")
+        raise C.ConfigError(
+            f"launcher.rdzv_endpoint={endpoint!r} is not allowed: HOST:PORT, e.g. node0:29400"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -74,9 +78,12 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
     run_dir = launch.prepare_run(cfg)
     log = log_path(cfg, run_dir)
     start = time.time()
-    rc, timed_out = launch.run_process(cmd, common.node_env(cfg), log, timeout_s=cfg.launcher.timeout_s, quiet=quiet)
-    return launch.settle(cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out,
-                         wait_s=cfg.launcher.record_wait_s)
+    rc, timed_out = launch.run_process(
+        cmd, common.node_env(cfg), log, timeout_s=cfg.launcher.timeout_s, quiet=quiet
+    )
+    return launch.settle(
+        cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out, wait_s=cfg.launcher.record_wait_s
+    )
 
 
 def dry_run(cfg: Any) -> str:

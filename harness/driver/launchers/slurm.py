@@ -67,9 +67,13 @@ def slurm_node() -> SlurmNode:
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
     hosts = _scontrol("show", "hostnames", nodelist).split()
     here = env.get("SLURMD_NODENAME") or socket.gethostname()
-    return SlurmNode(node_addr(hosts[0]), node_addr(here),
-                     int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES", "1")),
-                     int(env.get("SLURM_NODEID", "0")), env["SLURM_JOB_ID"])
+    return SlurmNode(
+        node_addr(hosts[0]),
+        node_addr(here),
+        int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES", "1")),
+        int(env.get("SLURM_NODEID", "0")),
+        env["SLURM_JOB_ID"],
+    )
 
 
 def node_command(cfg: Any, run_dir: Path, node: SlurmNode) -> list[str]:
@@ -145,10 +149,16 @@ def _quote(value: Any) -> str:
 
 def hydra_overrides(cfg: Any, run_dir: Path) -> tuple[list[str], list[str]]:
     """(Hydra's own overrides, the job's overrides): the job's Hydra output goes into the run folder."""
-    hydra = [f"hydra.sweep.dir={_quote(run_dir / SLURM_DIR)}", "hydra.sweep.subdir=hydra",
-             f"hydra.job.name={_quote('harness-' + plan.run_id(cfg))}"]
-    job = [f"results_dir={_quote(Path(cfg.results_dir).resolve())}", f"sweep_name={_quote(cfg.sweep_name)}",
-           f"run_id={_quote(plan.run_id(cfg))}"]
+    hydra = [
+        f"hydra.sweep.dir={_quote(run_dir / SLURM_DIR)}",
+        "hydra.sweep.subdir=hydra",
+        f"hydra.job.name={_quote('harness-' + plan.run_id(cfg))}",
+    ]
+    job = [
+        f"results_dir={_quote(Path(cfg.results_dir).resolve())}",
+        f"sweep_name={_quote(cfg.sweep_name)}",
+        f"run_id={_quote(plan.run_id(cfg))}",
+    ]
     return hydra, job
 
 
@@ -167,8 +177,11 @@ def _hydra_launcher(cfg: Any, run_dir: Path):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", [*hydra, *job], run_mode=RunMode.MULTIRUN)
     launcher = SlurmLauncher(**submitit_params(cfg, run_dir))
-    launcher.setup(hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(master)),
-                   task_function=NodeTask(str(run_dir.resolve())), config=master)
+    launcher.setup(
+        hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(master)),
+        task_function=NodeTask(str(run_dir.resolve())),
+        config=master,
+    )
     return launcher, job
 
 
@@ -196,8 +209,15 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
             for log in logs:
                 sys.stdout.write(launch.tail(log))
         # The job is over; only a shared filesystem's caching can still hide rank 0's record.
-        return launch.settle(cfg, run_dir, rc, logs=logs, start=start, wait_s=min(cfg.launcher.record_wait_s, 30),
-                             cause=job_error)
+        return launch.settle(
+            cfg,
+            run_dir,
+            rc,
+            logs=logs,
+            start=start,
+            wait_s=min(cfg.launcher.record_wait_s, 30),
+            cause=job_error,
+        )
 
 
 def sbatch_script(cfg: Any, run_dir: Path) -> str:
@@ -261,11 +281,14 @@ def node_main(run_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.driver.launchers.slurm",
-                                description="The harness steps of launch/slurm/train.sbatch.")
+    p = argparse.ArgumentParser(
+        prog="python -m harness.driver.launchers.slurm",
+        description="The harness steps of launch/slurm/train.sbatch.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("prepare", help="compose, validate, prepare the run folder; print shell variables") \
-        .add_argument("overrides", nargs="*")
+    sub.add_parser(
+        "prepare", help="compose, validate, prepare the run folder; print shell variables"
+    ).add_argument("overrides", nargs="*")
     node = sub.add_parser("node", help="this node's torchrun (inside srun, one task per node)")
     node.add_argument("run_dir", type=Path)
     fin = sub.add_parser("finalize", help="settle the record after srun")

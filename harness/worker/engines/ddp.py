@@ -112,7 +112,11 @@ class DDPEngine(Engine):
         self.accum = t.grad_accum
 
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, *, last: bool) -> torch.Tensor:
-        sync = self.model.no_sync() if not last and isinstance(self.model, DistributedDataParallel) else contextlib.nullcontext()
+        sync = (
+            self.model.no_sync()
+            if not last and isinstance(self.model, DistributedDataParallel)
+            else contextlib.nullcontext()
+        )
         with sync:
             with autocast(self.device, self.dtype):
                 loss = self.forward(x, y)
@@ -140,8 +144,11 @@ class DDPEngine(Engine):
 
     def save_checkpoint(self, path: Path, rank: int) -> None:
         if rank == 0:  # every rank holds the same replica
-            state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict()}
+            state = {
+                "model": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+            }
             torch.save(state, path / "engine.pt")
 
     def load_checkpoint(self, path: Path) -> None:

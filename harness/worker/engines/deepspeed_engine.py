@@ -171,8 +171,9 @@ class DeepSpeedEngine(Engine):
         self.engine.save_checkpoint(str(path), tag="engine", save_latest=False)
 
     def load_checkpoint(self, path: Path) -> None:
-        load_path, _ = self.engine.load_checkpoint(str(path), tag="engine", load_optimizer_states=True,
-                                                   load_lr_scheduler_states=False)
+        load_path, _ = self.engine.load_checkpoint(
+            str(path), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False
+        )
         if load_path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {path}")
 

@@ -80,7 +80,9 @@ def ds_config(cfg: Any) -> dict[str, Any]:
         "gradient_accumulation_steps": accum,
         "gradient_clipping": float(t.grad_clip),  # 0 disables, as in DDP
         **precision_sections(t.dtype),
-        "zero_optimization": zero_section(int(e.zero_stage), float(e.bucket_cap_mb), cfg.cluster.device == "cuda"),
+        "zero_optimization": zero_section(
+            int(e.zero_stage), float(e.bucket_cap_mb), cfg.cluster.device == "cuda"
+        ),
         # The client optimizer is torch.optim.AdamW, the one DDP uses; ZeRO wraps it.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": _NEVER,
