@@ -10,29 +10,27 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("harness.driver.launch:train_main", "one data-parallel training run (Hydra overrides)"),
-    "prepare-data": ("harness.datasets.tokens:prepare_main", "text files -> memory-mapped byte-token dir"),
-    "sweep": ("harness.driver.sweep:main", "run a sweep of runs, skipping completed ones"),
-    "plan": ("harness.driver.planner:main", "plan an IsoFLOP sweep around a prior law's optimum"),
-    "fit": ("harness.analysis.fit_cmd:main", "fit loss laws to run records or a CSV"),
-    "compare-fits": (
-        "harness.analysis.compare_fits:main",
-        "how tightly different sweeps pin the same loss law",
-    ),
-    "critical-batch": ("harness.analysis.critical_batch:main", "fit B_crit(L) to the measured noise scales"),
-    "commbench": ("harness.driver.commbench:main", "all-reduce / all-gather / reduce-scatter benchmark"),
-    "validate": ("harness.analysis.validate_cmd:main", "replay published runs through the throughput law"),
-    "extrapolate": ("harness.analysis.extrapolate_cmd:main", "extrapolate to a target cluster (colossus)"),
-    "report": ("harness.analysis.report:main", "Markdown report with plots"),
-    "pipeline": ("harness.commands.pipeline:main", "the main job: CPU sweep, fits, extrapolation, report"),
+# name -> one line of help; the command lives in harness/commands/<name with _>.py as main(argv) -> int.
+COMMANDS: dict[str, str] = {
+    "train": "one data-parallel training run (Hydra overrides)",
+    "sweep": "run a sweep of runs, skipping completed ones",
+    "plan": "plan an IsoFLOP sweep around a prior law's optimum",
+    "commbench": "all-reduce / all-gather / reduce-scatter benchmark",
+    "extrapolate": "the plan for a target cluster (colossus)",
+    "prepare-data": "text files -> memory-mapped token dir",
+    "fit": "fit loss laws to run records or a CSV",
+    "compare-fits": "the same loss law fitted to several sweeps, side by side",
+    "critical-batch": "fit B_crit(L) to the measured noise scales",
+    "validate": "replay published runs through the throughput law",
+    "report": "Markdown report with plots",
+    "pipeline": "the main job: CPU sweep, fits, extrapolation, report",
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: harness <command> [args]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {doc}" for name, doc in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -45,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"harness: unknown command {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module, func = COMMANDS[name][0].split(":")
     try:
-        fn = getattr(importlib.import_module(module), func)
+        fn = importlib.import_module(f"harness.commands.{name.replace('-', '_')}").main
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("harness"):
             print(

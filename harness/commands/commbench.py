@@ -1,0 +1,7 @@
+"""``harness commbench`` (interim: forwards to the library's old entry point until the command moves here)."""
+
+from __future__ import annotations
+
+from harness.driver.commbench import main as main
+
+__all__ = ["main"]

@@ -1,0 +1,7 @@
+"""``harness validate`` (interim: forwards to the library's old entry point until the command moves here)."""
+
+from __future__ import annotations
+
+from harness.analysis.validate_cmd import main as main
+
+__all__ = ["main"]
