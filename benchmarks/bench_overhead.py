@@ -26,7 +26,7 @@ import numpy as np, torch
 from harness.core import shapes
 from harness.core import config as C
 from harness.core import runspec as plan
-from harness.datasets.tokens import TokenData, resolve_source
+from harness.datasets import TokenData, resolve_source
 from harness.worker.model import GPT, param_groups
 
 cfg = C.compose(sys.argv[1:])

@@ -1,8 +1,10 @@
 """``harness <command> [args]``: one entry point, each command in its own module.
 
-Commands that take a run config (train, sweep, ...) read Hydra overrides
-(``key=value``); the analysis commands take ordinary flags. Modules are imported
-lazily so ``harness fit`` never pays for torch.
+The commands that compose a config (train, sweep, plan, commbench, extrapolate) share one
+front end (``harness.commands._hydra``): Hydra overrides (``key=value``, ``group=option``)
+plus their flags, ``--cfg job`` and a ``--help`` generated from the typed config. The
+analysis commands take ordinary flags. Modules are imported lazily so ``harness fit`` never
+pays for torch. ``harness`` alone prints the usage to stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -27,17 +29,37 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def version() -> str:
+    """The installed package's version, else the source tree's ``harness.__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("harness")
+    except PackageNotFoundError:
+        import harness
+
+        return harness.__version__
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: harness <command> [args]", "", "commands:"]
+    lines = ["usage: harness [--version] [--help] <command> [args]", "", "commands:"]
     lines += [f"  {name:<{width}}  {doc}" for name, doc in COMMANDS.items()]
+    lines += ["", "harness <command> --help describes one (its flags; for the first five, its config)."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"harness {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from harness.core import config as C
 from harness.core import shapes
-from harness.datasets.tokens import BatchSampler, TokenData, resolve_source
+from harness.datasets import BatchSampler, TokenData, resolve_source
 from harness.worker import distributed
 from harness.worker.engines import build_engine
 from harness.worker.model import GPT

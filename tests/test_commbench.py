@@ -11,16 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.commmodel import (
+from harness.analysis.throughput.collectives import fit_all, fit_alpha_beta, load_commbench
+from harness.commands import commbench as commbench_cmd
+from harness.core.collectives import (
     MEASUREMENT_COLUMNS,
     algbw,
     bus_factor,
     busbw,
     collective_time,
-    fit_all,
-    fit_alpha_beta,
     latency_steps,
-    load_commbench,
 )
 from harness.core.records import read_record, write_record
 from harness.driver import commbench
@@ -179,11 +178,11 @@ def test_unsupported_op_detection():
 
 
 def test_torchrun_command_standalone_and_multinode():
-    args = commbench.build_parser().parse_args([])
+    args = commbench_cmd.settings([])
     cmd = commbench.torchrun_cmd(args, 2, ["--x"])
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in cmd
     assert cmd[-3:] == ["-m", "harness.worker.commbench", "--x"]
-    args = commbench.build_parser().parse_args(["--nnodes", "2", "--rdzv-endpoint", "head:29400"])
+    args = commbench_cmd.settings(["--nnodes", "2", "--rdzv-endpoint", "head:29400"])
     cmd = commbench.torchrun_cmd(args, 16, [])
     assert "--standalone" not in cmd
     assert (
@@ -196,7 +195,7 @@ def test_torchrun_command_standalone_and_multinode():
 
 
 def test_real_two_rank_gloo_run(tmp_path, capsys):
-    rc = commbench.main(
+    rc = commbench_cmd.main(
         [
             "--world-sizes",
             "2",
@@ -261,7 +260,7 @@ def _fake_launch(monkeypatch, code: str) -> None:
 
 def test_failed_launch_leaves_failed_record_with_cause(tmp_path, monkeypatch):
     _fake_launch(monkeypatch, "import sys; print('RuntimeError: rendezvous exploded'); sys.exit(3)")
-    rc = commbench.main(
+    rc = commbench_cmd.main(
         [
             "--device",
             "cpu",
@@ -285,7 +284,7 @@ def test_failed_launch_leaves_failed_record_with_cause(tmp_path, monkeypatch):
 
 def test_hung_launch_is_killed_and_recorded(tmp_path, monkeypatch):
     _fake_launch(monkeypatch, "import time; time.sleep(120)")
-    rc = commbench.main(
+    rc = commbench_cmd.main(
         [
             "--device",
             "cpu",

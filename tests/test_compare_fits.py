@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from harness.analysis.compare_fits import compare, main
+from harness.analysis.compare_fits import compare
+from harness.commands.compare_fits import main
 from harness.core.records import write_record
 
 

@@ -167,9 +167,10 @@ def test_data_parallel_limit_arithmetic():
 
 
 def test_extrapolate_cmd_caps_the_batch_at_the_critical_batch(tmp_path, monkeypatch):
-    from harness.analysis import extrapolate_cmd
+    from harness.analysis import extrapolate_run
+    from harness.commands import extrapolate as extrapolate_cmd
 
-    monkeypatch.setattr(extrapolate_cmd, "chinchilla_loss_fit", lambda n_bootstrap, seed: StubLossFit())
+    monkeypatch.setattr(extrapolate_run, "chinchilla_loss_fit", lambda n_bootstrap, seed: StubLossFit())
     monkeypatch.setattr(X, "gpu_counts", lambda n, first=8: [64, n])
     rc = extrapolate_cmd.main(["n_bootstrap=4", "--critical-batch", "8e6", "--out", str(tmp_path)])
     assert rc == 0

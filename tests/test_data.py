@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.datasets import tokens as D
+from harness import datasets as D
+from harness.datasets.build import _is_heldout
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_prepare_splits_by_document_and_is_reproducible(corpus, tmp_path):
     td = D.TokenData.open(tmp_path / "a")
     assert len(td.train) == meta["n_train_tokens"] and len(td.heldout) == meta["n_heldout_tokens"]
     # Held-out documents never appear in the train stream.
-    heldout_docs = [p.read_bytes() for p in sorted(corpus.iterdir()) if D._is_heldout(p.name, 0.1)]
+    heldout_docs = [p.read_bytes() for p in sorted(corpus.iterdir()) if _is_heldout(p.name, 0.1)]
     train_bytes = bytes(td.train)
     assert heldout_docs and not any(doc in train_bytes for doc in heldout_docs)
 

@@ -91,7 +91,7 @@ def test_ds_config_module_is_torch_free():
     """The module itself (loaded from its file: the engines package's __init__ imports torch)."""
     code = (
         "import importlib.util, sys, harness\n"
-        "path = harness.__path__[0] + '/engines/ds_config.py'\n"
+        "path = harness.__path__[0] + '/worker/engines/ds_config.py'\n"
         "spec = importlib.util.spec_from_file_location('ds_config_alone', path)\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from harness.analysis import extrapolate as X
-from harness.analysis import extrapolate_cmd, published
+from harness.analysis import extrapolate_run
 from harness.analysis import goodput as G
+from harness.analysis.throughput import calibration
+from harness.commands import extrapolate as extrapolate_cmd
 from harness.core import flops, hardware_specs, shapes
 from harness.core.records import write_record
 
@@ -75,7 +77,7 @@ def test_young_daly_goodput_formula():
 
 @pytest.fixture(scope="module")
 def cal():
-    return published.calibrate(n_bootstrap=8, loo=False)
+    return calibration.calibrate(n_bootstrap=8, loo=False)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,7 @@ def test_shape_for_params_is_close_to_the_target():
 
 def test_extrapolate_cmd_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     stub = StubLossFit()
-    monkeypatch.setattr(extrapolate_cmd, "chinchilla_loss_fit", lambda n_bootstrap, seed: stub)
+    monkeypatch.setattr(extrapolate_run, "chinchilla_loss_fit", lambda n_bootstrap, seed: stub)
     monkeypatch.setattr(X, "gpu_counts", lambda n, first=8: [64, 4096, n])
     rc = extrapolate_cmd.main(
         [
@@ -164,7 +166,7 @@ def test_extrapolate_cmd_writes_json_and_markdown(tmp_path, monkeypatch, capsys)
 
 
 def test_extrapolate_cmd_reports_an_infeasible_cluster_instead_of_predicting(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(extrapolate_cmd, "chinchilla_loss_fit", lambda n_bootstrap, seed: StubLossFit())
+    monkeypatch.setattr(extrapolate_run, "chinchilla_loss_fit", lambda n_bootstrap, seed: StubLossFit())
     rc = extrapolate_cmd.main(["gpus=8", "n_bootstrap=0", "--out", str(tmp_path)])
     assert rc == 2
     err = capsys.readouterr().err
@@ -210,7 +212,7 @@ def test_measured_records_are_fitted_through_the_record_contract(tmp_path):
             comm = 0.002 * (n - 1) / n if n > 1 else None
             _record(tmp_path, i, n, tok, tok * 1e-5 * (1 + 0.05 * math.log(n + 1)) + (comm or 0), comm)
             i += 1
-    measured, table, max_n = extrapolate_cmd.measured_section(str(tmp_path))
+    measured, table, max_n = extrapolate_run.measured_section(str(tmp_path))
     assert len(table) == 6 and max_n == 4
     assert "fit" in measured and measured["fit"]["n_points"] == 6
     assert measured["leave_largest_out"]["held_out_world_size"] == 4

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import fit_cmd
 from harness.analysis import losslaw as ll
+from harness.commands import fit as fit_cmd
 from harness.core.records import write_record
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1100.0, "alpha": 0.34, "beta": 0.29}

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.analysis import isoflop as iso
 from harness.analysis import losslaw as ll
-from harness.analysis.losslaw import LossLawError
+from harness.analysis.losslaw import LossLawError, fitting
+from harness.analysis.losslaw import isoflop as iso
 
 # A law in the Chinchilla family with unequal exponents, so a != 0.5 is testable.
 TRUE = {"E": 1.7, "A": 400.0, "B": 1100.0, "alpha": 0.34, "beta": 0.29}
@@ -195,7 +195,7 @@ def test_kaplan_and_saturating_recovery():
     N = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 200))
     D = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 200))
     p = {"N_c": 8.8e13, "D_c": 5.4e13, "alpha_N": 0.076, "alpha_D": 0.095}
-    loss = ll._law_predict("kaplan_ND", p, {"N": N, "D": D}) * np.exp(0.003 * rng.standard_normal(200))
+    loss = ll.law_predict("kaplan_ND", p, {"N": N, "D": D}) * np.exp(0.003 * rng.standard_normal(200))
     fit = ll.fit_law("kaplan_ND", N=N, D=D, loss=loss, n_bootstrap=100)
     for k in ("alpha_N", "alpha_D"):
         assert fit.params[k] == pytest.approx(p[k], rel=0.05), k
@@ -227,7 +227,7 @@ def test_analytic_gradients_match_finite_differences(name):
         X = {"cN": np.log(N) - centre[0], "cD": np.log(D) - centre[1]}
         theta = np.array([0.3, -0.5, 0.5, 0.35, 0.3])
     else:
-        form, X, starts = ll._law_setup(name, {"N": N, "D": D, "C": 6 * N * D})
+        form, X, starts = ll.law_setup(name, {"N": N, "D": D, "C": 6 * N * D})
         theta = starts[len(starts) // 2]
     theta = theta + 0.01 * rng.standard_normal(theta.size)
     w = rng.integers(0, 3, size=(1, len(loss))).astype(float)
@@ -316,7 +316,7 @@ def test_length_mismatch_and_bad_init():
 
 def test_fit_that_does_not_converge_raises(monkeypatch):
     N, D, loss = isoflop_sweep(TRUE, noise=0.01)
-    monkeypatch.setattr(ll, "FINAL_GTOL", -1.0)  # no gradient is small enough: the check must fire
+    monkeypatch.setattr(fitting, "FINAL_GTOL", -1.0)  # no gradient is small enough: the check must fire
     with pytest.raises(LossLawError, match="did not converge: max |gradient|"):
         ll.fit_chinchilla(N, D, loss, n_bootstrap=0, init=TRUE)
 

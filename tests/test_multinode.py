@@ -22,8 +22,9 @@ from conftest import SMALL, metrics_rows
 from harness.core import config as C
 from harness.core import runspec as plan
 from harness.core.records import read_record
-from harness.datasets.tokens import resolve_source
+from harness.datasets import resolve_source
 from harness.driver import launch
+from harness.driver.launchers.local import run_local
 
 ADDRS = ("10.200.0.1", "10.200.0.2")
 RUN = [*SMALL, "nnodes=2", "nproc=1"]
@@ -115,7 +116,7 @@ def test_two_node_torchrun_rendezvous_across_namespaces(two_hosts, prepared_data
     # One run of world size 2 across two nodes trains exactly as world size 2 on one node.
     local = C.compose([*SMALL, "nproc=2", f"results_dir={tmp_path / 'local'}"])
     C.validate(local)
-    one_node = launch.run_local(local, quiet=True)
+    one_node = run_local(local, quiet=True)
     assert one_node.status == "completed"
     curve = [r["loss"] for r in metrics_rows(run_dir) if "loss" in r]
     assert curve == pytest.approx(

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.best_lr import select_best_lr
 from harness.analysis.losslaw import EPOCH_REFIT
+from harness.commands import plan as plan_cmd
 from harness.core import config as C
 from harness.core import flops, shapes
 from harness.core.records import write_record
-from harness.driver import lr_rules, planner
+from harness.driver import lr_rules, planner, walltime
 
 FAMILY = shapes.Family(aspect=32, head_dim=32, vocab_size=256, seq_len=128)
 
@@ -139,7 +141,7 @@ def test_rate_model_recovers_a_per_token_overhead_and_a_flop_rate(tmp_path):
     for i, d in enumerate((32, 64, 96, 160)):
         s = flops.Shape(2, d, 2, 256, 128)
         _rate_record(tmp_path, i, s, 1.0 / (t0 + flops.flops_per_token(s) / R))
-    m = planner.rate_from_records(tmp_path, "cpu", 1, "cpu")
+    m = walltime.rate_from_records(tmp_path, "cpu", 1, "cpu")
     assert m.t0 == pytest.approx(t0, rel=1e-6) and m.flops_per_s == pytest.approx(R, rel=1e-6)
     assert m.wall_factor == pytest.approx(1.25) and m.overhead_s == pytest.approx(2.0)
     s = flops.Shape(3, 96, 3, 256, 128)
@@ -153,16 +155,16 @@ def test_rate_model_recovers_a_per_token_overhead_and_a_flop_rate(tmp_path):
         2 / (t0 + flops.flops_per_token(flops.Shape(2, 64, 2, 256, 128)) / R),
         world=2,
     )
-    m2 = planner.rate_from_records(tmp_path, "cpu", 2, "cpu")
+    m2 = walltime.rate_from_records(tmp_path, "cpu", 2, "cpu")
     assert m2.flops_per_s == pytest.approx(2 * R, rel=1e-6) and "scaled x2.00" in m2.source
-    assert planner.rate_from_records(tmp_path, "colossus", 8, "cuda") is None
+    assert walltime.rate_from_records(tmp_path, "colossus", 8, "cuda") is None
 
 
 def test_no_records_on_a_gpu_cluster_is_a_labelled_assumption():
     from omegaconf import OmegaConf
 
-    m = planner.rate_assumed(OmegaConf.load(C.CONFIG_DIR / "cluster" / "h100-node.yaml"), nproc=8)
-    assert m.flops_per_s == pytest.approx(8 * 989.4e12 * planner.DEFAULT_MFU)
+    m = walltime.rate_assumed(OmegaConf.load(C.CONFIG_DIR / "cluster" / "h100-node.yaml"), nproc=8)
+    assert m.flops_per_s == pytest.approx(8 * 989.4e12 * walltime.DEFAULT_MFU)
     assert m.source.startswith("assumed")
 
 
@@ -175,6 +177,8 @@ def config_dir(tmp_path, monkeypatch):
     d = tmp_path / "configs"
     shutil.copytree(C.CONFIG_DIR, d)
     monkeypatch.setattr(C, "CONFIG_DIR", d)
+    # Presets go to <results>/plans/ by default; here into the copy, to be composed by name.
+    monkeypatch.setattr(planner, "preset_path", lambda results, name: d / "sweep" / f"{name}.yaml")
     return d
 
 
@@ -200,7 +204,7 @@ def test_emitted_yaml_composes_and_expands_into_valid_runs(tmp_path, config_dir,
         str(res),
         "train.eval_tokens=16384",
     ]
-    assert planner.main(argv) == 0
+    assert plan_cmd.main(argv) == 0
     out = capsys.readouterr().out
     assert "total compute" in out and "estimated wall time" in out and "deepseek-llm-2024" in out
     text = (config_dir / "sweep" / "iso-test.yaml").read_text()
@@ -219,9 +223,9 @@ def test_emitted_yaml_composes_and_expands_into_valid_runs(tmp_path, config_dir,
         assert min(abs(c / b - 1) for b in (3e11, 1e12)) < 0.01
         assert C.total_steps(cfg) * C.global_batch(cfg) * cfg.train.seq_len == cfg.train.tokens
     # --dry-run writes nothing
-    assert planner.main([*argv[:3], "iso-dry", *argv[4:], "--dry-run"]) == 0
+    assert plan_cmd.main([*argv[:3], "iso-dry", *argv[4:], "--dry-run"]) == 0
     assert not (config_dir / "sweep" / "iso-dry.yaml").exists()
-    assert planner.main(["--budgets", "1e12", "--sizes", "2", "--results", str(res), "--dry-run"]) == 2
+    assert plan_cmd.main(["--budgets", "1e12", "--sizes", "2", "--results", str(res), "--dry-run"]) == 2
 
 
 def test_shipped_isoflop_cpu_preset_is_planner_made_and_valid():
@@ -297,7 +301,7 @@ def test_select_best_lr_keeps_each_sizes_best_run_and_flags_the_edge():
             tag = "deepseek-llm-2024" if m == 1.0 else f"deepseek-llm-2024*{m:g}"
             rows.append({"N": n, "D": 1e7, "heldout_loss": loss, "lr_rule": tag, "lr": 1e-3 * m})
     rows.append({"N": 1e7, "D": 1e7, "heldout_loss": 2.2, "lr_rule": "manual", "lr": 1e-3})
-    best = lr_rules.select_best_lr(pd.DataFrame(rows)).sort_values("N")
+    best = select_best_lr(pd.DataFrame(rows)).sort_values("N")
     assert list(best["heldout_loss"]) == [2.8, 2.4, 2.2]
     assert list(best["lr_multiplier"]) == [1.0, 2.0, 1.0]
     assert list(best["lr_at_edge"]) == [False, True, False]
@@ -325,5 +329,25 @@ def test_records_table_carries_the_lr_rule_and_best_lr_selection(tmp_path):
         )
     t = records_table(tmp_path).sort_values("lr")
     assert list(t["lr_rule"].fillna("manual")) == ["deepseek-llm-2024", "deepseek-llm-2024*2", "manual"]
-    best = lr_rules.select_best_lr(t)
+    best = select_best_lr(t)
     assert sorted(best["heldout_loss"]) == [2.4, 2.6]  # the rule's sweep keeps its best; the manual run stays
+
+
+def test_preset_goes_to_the_results_folder_and_sweep_runs_it_by_path(tmp_path):
+    """The plan is the user's file (``<results>/plans/<name>.yaml``), never the package's, and
+    ``harness sweep sweep=<that path>`` reads it as it reads a preset name."""
+    from harness.driver.sweep import expand, load_sweep
+
+    res = tmp_path / "res"
+    argv = ["--budgets", "3e11", "--name", "iso-file", "--aspect", "32", "--head-dim", "32"]
+    assert plan_cmd.main([*argv, "--results", str(res), "--assume-mfu", "0.3"]) == 0
+    path = res / "plans" / "iso-file.yaml"
+    assert path.read_text().startswith("# @package sweep\n# Generated by: harness plan --budgets 3e11")
+    assert not (C.CONFIG_DIR / "sweep" / "iso-file.yaml").exists()
+    sweep = load_sweep(str(path))
+    assert sweep.name == "iso-file" and len(sweep.points) == 5 and sweep.parallel == 1
+    points = expand(sweep, [f"results_dir={tmp_path / 'runs'}"])
+    assert len(points) == 5 and all(p.cfg is not None for p in points), [p.error for p in points]
+    assert load_sweep("smoke") == C.compose(["sweep=smoke"]).sweep
+    with pytest.raises(C.ConfigError, match="no such preset file"):
+        load_sweep(str(tmp_path / "missing.yaml"))

@@ -23,6 +23,7 @@ from conftest import SMALL, metrics_rows
 from harness.core import config as C
 from harness.core.records import read_record
 from harness.driver import launch
+from harness.driver.launchers.local import run_local
 
 pytest.importorskip("submitit", reason="submitit is not installed (pip install -e '.[slurm]')")
 pytest.importorskip(
@@ -129,7 +130,7 @@ def test_hydra_submitit_launcher_runs_a_two_process_job(slurm, tmp_path):
     # Same run as on this machine without SLURM: the same losses.
     local = C.compose([*SMALL, "nproc=2", f"results_dir={tmp_path / 'local'}"])
     C.validate(local)
-    here = launch.run_local(local, quiet=True)
+    here = run_local(local, quiet=True)
     curve = [r["loss"] for r in metrics_rows(out.run_dir) if "loss" in r]
     assert curve == pytest.approx([r["loss"] for r in metrics_rows(here.run_dir) if "loss" in r], rel=1e-6)
 

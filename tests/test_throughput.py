@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import commmodel, usl
 from harness.analysis import throughput as T
-from harness.analysis.layout import Layout, activation_bytes_per_layer, check, memory_per_gpu
-from harness.core import flops, hardware_specs
+from harness.analysis.throughput import measured, usl
+from harness.analysis.throughput.layout import Layout, activation_bytes_per_layer, check, memory_per_gpu
+from harness.core import collectives, flops, hardware_specs
 
 GPT3 = flops.Shape(n_layer=96, d_model=12288, n_head=96, vocab_size=50257, seq_len=2048)
 SMALL = flops.Shape(n_layer=12, d_model=768, n_head=12, vocab_size=50257, seq_len=1024)
@@ -26,7 +26,7 @@ C = T.Coefficients(e_mm=0.7, mem_bytes=500.0)
 def test_dp_allreduce_inside_one_node_is_one_nvlink_ring():
     lay = Layout(dp=8, grad_bytes=2)
     grads = T.params_per_gpu(SMALL, lay) * 2
-    expect = commmodel.collective_time(
+    expect = collectives.collective_time(
         "all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff
     )
     assert T.dp_comm_time(SMALL, lay, H100, C) == pytest.approx(expect)
@@ -37,7 +37,7 @@ def test_dp_group_one_member_per_node_sees_one_nic():
     lay = Layout(tp=8, dp=16, grad_bytes=2)
     grads = T.params_per_gpu(GPT3, lay) * 2
     nic = H100.inter_bw * C.inter_bw_eff * H100.nic_effective_fraction
-    expect = commmodel.collective_time("all_reduce", grads, 16, H100.inter_alpha, nic)
+    expect = collectives.collective_time("all_reduce", grads, 16, H100.inter_alpha, nic)
     assert T.dp_comm_time(GPT3, lay, H100, C) == pytest.approx(expect)
 
 
@@ -45,10 +45,10 @@ def test_dp_group_spanning_nodes_is_hierarchical():
     # 16 replicas, 8 per node: the op over 8 on NVLink, then the 1/8 shard over 2 nodes on the NICs.
     lay = Layout(dp=16, grad_bytes=2)
     grads = T.params_per_gpu(SMALL, lay) * 2
-    intra = commmodel.collective_time(
+    intra = collectives.collective_time(
         "all_reduce", grads, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff
     )
-    inter = commmodel.collective_time(
+    inter = collectives.collective_time(
         "all_reduce",
         grads / 8,
         2,
@@ -73,7 +73,7 @@ def test_zero3_moves_one_and_a_half_times_the_allreduce_bytes():
 def test_tp_is_four_allreduces_of_bsh_per_layer_and_microbatch():
     lay = Layout(tp=8, pp=4, dp=1, micro_batch=2, num_micro_batches=8)
     size = 2 * GPT3.seq_len * GPT3.d_model * 2  # b*s*h bf16
-    one = commmodel.collective_time("all_reduce", size, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff)
+    one = collectives.collective_time("all_reduce", size, 8, H100.intra_alpha, H100.intra_bw * C.intra_bw_eff)
     assert T.tp_comm_time(GPT3, lay, H100, C) == pytest.approx(8 * (96 / 4) * 4 * one)
     full = T.tp_comm_time(GPT3, replace(lay, recompute="full"), H100, C)
     assert full == pytest.approx(8 * 24 * 6 * one)  # the recomputed forward repeats its two
@@ -88,12 +88,12 @@ def test_pp_sends_bsh_over_t_per_microbatch_and_direction():
 
 def test_model_flops_come_from_harness_flops_and_recompute_adds_hardware_flops():
     f = flops.flops_per_token(GPT3)
-    assert T.hardware_flops_per_token(GPT3, "none") == f
+    assert flops.hardware_flops_per_token(GPT3, "none") == f
     head = 6 * GPT3.d_model * GPT3.vocab_size
-    assert T.hardware_flops_per_token(GPT3, "full") == pytest.approx(f + (f - head) / 3)
-    assert T.hardware_flops_per_token(GPT3, "selective") == pytest.approx(f + 4 * 96 * 12288 * 2048)
+    assert flops.hardware_flops_per_token(GPT3, "full") == pytest.approx(f + (f - head) / 3)
+    assert flops.hardware_flops_per_token(GPT3, "selective") == pytest.approx(f + 4 * 96 * 12288 * 2048)
     # Megatron 2021's "% of peak" with full recompute is ~4/3 of model FLOPs for GPT-3.
-    assert 1.3 < T.hardware_flops_per_token(GPT3, "full") / f < 1.34
+    assert 1.3 < flops.hardware_flops_per_token(GPT3, "full") / f < 1.34
 
 
 # --------------------------------------------------------------------------- memory
@@ -209,8 +209,8 @@ def synthetic_runs(noise: float = 0.005, seed: int = 0) -> pd.DataFrame:
     for s in shapes:
         for tok in (1024, 4096, 16384):
             for n in (1, 2, 3, 4, 6, 8):
-                x = T._measured_inputs(n, tok, flops.flops_per_token(s), flops.params_total(s), 4.0)
-                t = float(T._measured_model(p, *x)) * math.exp(rng.normal(0, noise))
+                x = measured._measured_inputs(n, tok, flops.flops_per_token(s), flops.params_total(s), 4.0)
+                t = float(measured._measured_model(p, *x)) * math.exp(rng.normal(0, noise))
                 comm = float(x[3] * TRUE["alpha"] + x[4] * x[2] / TRUE["busbw"]) * math.exp(
                     rng.normal(0, noise)
                 )

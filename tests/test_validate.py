@@ -9,15 +9,16 @@ from dataclasses import replace
 import pytest
 from omegaconf import OmegaConf
 
-from harness.analysis import published, validate_cmd
 from harness.analysis import throughput as T
+from harness.analysis.throughput import calibration
+from harness.commands import validate as validate_cmd
 from harness.core import flops, hardware_specs
 from harness.core.config import CONFIG_DIR
 
 
 @pytest.fixture(scope="module")
 def cases():
-    return published.load_cases()
+    return calibration.load_cases()
 
 
 def test_every_case_cites_its_source_and_matches_its_gpu_count_and_batch(cases):
@@ -26,7 +27,7 @@ def test_every_case_cites_its_source_and_matches_its_gpu_count_and_batch(cases):
         assert "et al." in k.citation or "NVIDIA" in k.citation
         assert k.layout.world == k.gpus
         assert k.layout.global_batch_seqs == k.global_batch
-        assert k.metric in published.METRICS
+        assert k.metric in calibration.METRICS
     ids = [k.id for k in cases]
     assert len(ids) == len(set(ids))
 
@@ -40,7 +41,9 @@ def test_every_published_run_in_the_reference_is_replayed(cases):
 def test_h100_constants_agree_with_the_cluster_preset():
     h = hardware_specs.get("H100-SXM")
     for preset in ("h100-node", "colossus"):
-        c = OmegaConf.load(CONFIG_DIR / "cluster" / f"{preset}.yaml")
+        c = OmegaConf.create(
+            hardware_specs.cluster_figures(OmegaConf.load(CONFIG_DIR / "cluster" / f"{preset}.yaml"))
+        )
         assert h.peak_flops == c.peak_flops_bf16
         assert h.memory_bytes == c.memory_bytes_per_device
         assert h.intra_bw == c.intra_node_bw_bytes_per_s
@@ -52,16 +55,31 @@ def test_h100_constants_agree_with_the_cluster_preset():
     assert hardware_specs.get("TPU-v4").peak_flops == 275e12
 
 
+def test_cluster_presets_take_their_device_figures_from_the_spec():
+    h100 = OmegaConf.load(CONFIG_DIR / "cluster" / "h100-node.yaml")
+    assert "peak_flops_bf16" not in h100 and "memory_bytes_per_device" not in h100  # one source: the spec
+    assert hardware_specs.peak_flops(h100, "bf16") == 989.4e12
+    assert hardware_specs.peak_flops(h100, "fp16") == 989.4e12
+    assert hardware_specs.peak_flops(h100, "fp32") == 66.9e12
+    assert hardware_specs.peak_flops(OmegaConf.load(CONFIG_DIR / "cluster" / "cpu.yaml"), "fp32") is None
+    own = {**OmegaConf.to_container(h100), "peak_flops_bf16": 1e15, "inter_node_bw_bytes_per_s": 25e9}
+    assert hardware_specs.peak_flops(own, "bf16") == 1e15  # a preset's own figure overrides the spec's
+    spec = hardware_specs.from_cluster(own)
+    assert spec.peak_flops == 1e15 and spec.inter_bw == 25e9 and spec.intra_bw == 450e9
+    with pytest.raises(ValueError, match="lacks"):
+        hardware_specs.from_cluster({"name": "mystery", "gpu_type": "XPU-1"})
+
+
 def test_equivalent_shape_matches_the_published_parameter_count():
-    r = published.equivalent_mlp_ratio(32, 4096, 6.979e9)  # Llama 3.1 8B
+    r = calibration.equivalent_mlp_ratio(32, 4096, 6.979e9)  # Llama 3.1 8B
     s = flops.Shape(32, 4096, 32, 128256, 8192, mlp_ratio=r)
     assert flops.params_nonembedding(s) == pytest.approx(6.979e9, rel=1e-9)
 
 
 def test_fit_recovers_known_efficiencies_from_synthetic_published_values(cases):
     truth = replace(T.DEFAULT, e_mm=0.66, mem_bytes=900.0)
-    fake = [replace(k, published=published.predict_case(k, truth)[0]) for k in cases if k.in_target]
-    got = published.fit_coefficients(fake)
+    fake = [replace(k, published=calibration.predict_case(k, truth)[0]) for k in cases if k.in_target]
+    got = calibration.fit_coefficients(fake)
     assert got.e_mm == pytest.approx(0.66, rel=1e-3)
     assert got.mem_bytes == pytest.approx(900.0, rel=1e-2)
 
@@ -83,8 +101,8 @@ def test_validate_meets_its_target_and_writes_its_outputs(tmp_path, capsys):
 
 
 def test_zero3_collapse_is_reproduced(cases):
-    cal = published.Calibration(published.fit_coefficients([k for k in cases if k.in_target]))
-    rows = {r["id"]: r for r in published.replay(cases, cal)}
+    cal = calibration.Calibration(calibration.fit_coefficients([k for k in cases if k.in_target]))
+    rows = {r["id"]: r for r in calibration.replay(cases, cal)}
     t = [rows[f"zero3-174.6b-{n}"]["predicted"] for n in (384, 768, 1536)]
     assert t[0] > 1.5 * t[1] > 2.5 * t[2]  # published 144 / 88 / 44
     ptdp = [rows[f"megatron21-ptdp-{n}"]["predicted"] for n in (384, 768, 1536)]

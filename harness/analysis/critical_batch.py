@@ -21,15 +21,17 @@ Torch-free, like all of ``harness.analysis``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Kaplan et al. 2020, Sec. 5.1 (eq. 1.4 in their summary): B_crit(L) = B*/L^(1/alpha_B); they call B*
 # tokenization-dependent.
@@ -67,7 +69,7 @@ class CriticalBatchFit:
     n_bootstrap_failed: int = 0
     data: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def predict_array(self, loss: Any) -> np.ndarray:
+    def predict_array(self, loss: ArrayLike) -> np.ndarray:
         L = np.asarray(loss, dtype=float)
         return self.B_star / L ** (1.0 / self.alpha_B)
 
@@ -156,8 +158,8 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_critical_batch(
-    loss: Any,
-    b_tokens: Any,
+    loss: ArrayLike,
+    b_tokens: ArrayLike,
     *,
     n_bootstrap: int = 2000,
     seed: int = 0,
@@ -210,7 +212,7 @@ def fit_critical_batch(
 # --------------------------------------------------------------------------- from run records
 
 
-def records_points(root: str | Path, loss_col: str = "heldout_loss") -> Any:
+def records_points(root: str | Path, loss_col: str = "heldout_loss") -> pd.DataFrame:
     """One row per completed run with a measured noise scale: records_table plus ``b_simple`` (tokens)."""
     from harness.core.records import read_record, records_table
 
@@ -259,7 +261,7 @@ def trajectory_points(rows: list[dict], n_bins: int = 5, skip_frac: float = 0.2)
     ]
 
 
-def _loss_unit(table: Any) -> str:
+def _loss_unit(table: pd.DataFrame) -> str:
     from harness.core.records import read_record
 
     vocab = set()
@@ -357,54 +359,3 @@ def choose_law(
         else "the Chinchilla loss is nats per SentencePiece token on MassiveText, comparable only roughly"
     )
     return kaplan_published(), (why + note) if why else note
-
-
-# --------------------------------------------------------------------------- command
-
-
-def main(argv: list[str]) -> int:
-    """``python -m harness.analysis.critical_batch RESULTS [--loss-column C] [--trajectories] [--at-loss L ...]``"""
-    p = argparse.ArgumentParser(
-        prog="python -m harness.analysis.critical_batch",
-        description="Fit B_crit(L) = B*/L^(1/alpha_B) to the runs' gradient noise scales",
-    )
-    p.add_argument("root")
-    p.add_argument("--loss-column", default="heldout_loss")
-    p.add_argument(
-        "--trajectories", action="store_true", help="also use the per-step b_simple along training"
-    )
-    p.add_argument("--at-loss", type=float, action="append", default=[], help="predict B_crit at this loss")
-    p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--out", default=None, help="write the fit as JSON here")
-    a = p.parse_args(argv)
-    try:
-        law = fit_from_records(
-            a.root, loss_col=a.loss_column, trajectories=a.trajectories, n_bootstrap=a.bootstrap
-        )
-    except CriticalBatchError as e:
-        print(f"critical_batch: {e}", file=sys.stderr)
-        return 2
-    iv = law.interval()
-    print(
-        f"B_crit(L) = B* / L^(1/alpha_B): B* = {law.B_star:.3g} tokens [{iv['B_star']['lo']:.3g}, "
-        f"{iv['B_star']['hi']:.3g}], alpha_B = {law.alpha_B:.3g} [{iv['alpha_B']['lo']:.3g}, {iv['alpha_B']['hi']:.3g}]"
-        f" (90%), L in {law.loss_unit}; {law.source}"
-    )
-    out = law.to_dict()
-    out["predictions"] = [law.predict(L) for L in a.at_loss]
-    for pr in out["predictions"]:
-        print(
-            f"  L = {pr['loss']:.4g}: B_crit = {pr['value']:.4g} tokens [{pr['lo']:.4g}, {pr['hi']:.4g}]"
-            + (
-                f" (extrapolated x{pr['loss_factor_beyond_data']:.2f} beyond the fitted losses)"
-                if pr["extrapolated"]
-                else ""
-            )
-        )
-    if a.out:
-        Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -16,20 +16,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from harness.analysis import goodput as G
-from harness.analysis.layout import Layout
-from harness.analysis.published import Calibration
-from harness.analysis.throughput import StepPrediction, choose_layout, on_allocation, predict_step
+from harness.analysis.throughput.calibration import Calibration
+from harness.analysis.throughput.layout import Layout
+from harness.analysis.throughput.layout_search import choose_layout, on_allocation
+from harness.analysis.throughput.step_model import StepPrediction, predict_step
 from harness.core import flops, shapes
 from harness.core.hardware_specs import HardwareSpec
 
 SECONDS_PER_DAY = 86_400.0
 DEFAULT_BATCH_TOKENS = 16 * 2**20  # Llama 3 405B's final batch, 16M tokens (Dubey et al. 2024)
 EFFICIENCY_FLOOR = 0.9
+
+
+class LossFit(Protocol):
+    """What the extrapolation needs of a loss law (e.g. ``losslaw.ChinchillaFit``); ``source`` and
+    ``data`` (the fitted N and D) are read when present."""
+
+    def optimal(self, C: float, q: tuple[float, float]) -> dict[str, Any]: ...
 
 
 def gpu_counts(cluster_gpus: int, first: int = 8) -> list[int]:
@@ -193,7 +201,7 @@ def extrapolate(
     s: flops.Shape,
     hw: HardwareSpec,
     cal: Calibration,
-    loss_fit: Any,
+    loss_fit: LossFit,
     *,
     n_gpus: int,
     days: float = 90.0,

@@ -149,7 +149,7 @@ def scaling_curve_section(ex: dict, out: Path) -> list[str]:
 
 
 def commbench_section(root: Path, out: Path) -> list[str]:
-    from harness.analysis.commmodel import load_commbench
+    from harness.analysis.throughput.collectives import load_commbench
 
     try:
         df = load_commbench(root)

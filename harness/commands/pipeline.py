@@ -43,8 +43,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--skip-sweep", action="store_true", help="use the runs already under <results>/<sweep>")
     a = p.parse_args(argv)
-    from harness.analysis import extrapolate_cmd, fit_cmd, report, validate_cmd
-    from harness.driver import commbench, sweep
+    from harness.analysis import report
+    from harness.commands import commbench, sweep
+    from harness.commands import extrapolate as extrapolate_cmd
+    from harness.commands import fit as fit_cmd
+    from harness.commands import validate as validate_cmd
 
     out = a.out or a.results / "pipeline"
     runs = a.results / a.sweep

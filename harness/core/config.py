@@ -2,7 +2,10 @@
 
 Hydra composes YAML groups under ``harness/configs/`` (also reachable as ``configs/`` at
 the repository root) onto these dataclasses, so a typo in a key or a wrong type fails at
-composition time. ``validate`` then checks the cross-field rules before anything starts.
+composition time (``compose``, checked in ``harness.core.compose``). Each ``launcher``
+option has its own schema (``LAUNCHERS``). The other commands' configs (plan, extrapolate,
+commbench) are in ``harness.core.config_jobs``. ``validate`` then checks the cross-field
+rules before anything starts.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ class ModelConfig:
 class ClusterConfig:
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda
-    gpu_type: str = "cpu"
+    gpu_type: str = "cpu"  # names the device's figures in harness/core/hardware_specs.py (SPECS)
     gpus_per_node: int = 1
     num_nodes: int = 1
-    # Dense peak FLOP/s per device by dtype; null means unknown: measure (CPU) and label.
+    # Device figures: null = gpu_type's in hardware_specs (read them through hardware_specs.peak_flops /
+    # cluster_figures / from_cluster); set only to override. No spec and no figure (the CPU): the peak is
+    # measured and labelled. Dense peak FLOP/s per device by dtype:
     peak_flops_bf16: float | None = None
     peak_flops_fp32: float | None = None
     memory_bytes_per_device: float | None = None
@@ -102,43 +107,86 @@ class DataConfig:
 
 @dataclass
 class LauncherConfig:
-    """How the ranks are started: local torchrun (default), multinode, deepspeed, slurm.
+    """How the ranks are started: the fields every launcher has.
 
-    One schema for every launcher (``configs/launcher/<name>.yaml`` sets what it uses);
-    ``launch/README.md`` shows each on a real cluster.
+    Each option of the ``launcher`` group (``configs/launcher/<name>.yaml``) selects its own
+    schema below through its defaults list; ``launch/README.md`` shows each on a real cluster.
     """
 
-    name: str = "local"
+    name: str = MISSING
     timeout_s: float | None = None  # kill a run after this long and record it as timed out
-    # Networking (multinode, deepspeed, slurm): the interface gloo / NCCL bind to, e.g. ib0
-    # (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME); empty = their own choice.
+
+
+@dataclass
+class LocalLauncherConfig(LauncherConfig):
+    """torchrun on this machine: nproc processes, --standalone rendezvous."""
+
+    name: str = "local"
+
+
+@dataclass
+class NodesLauncherConfig(LauncherConfig):
+    """What the launchers that span nodes share (multinode, deepspeed, slurm)."""
+
+    # The interface gloo / NCCL bind to, e.g. ib0 (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME); empty = theirs.
     socket_ifname: str = ""
     # How long a driver whose node did not host rank 0 waits for the record on the shared filesystem.
     record_wait_s: float = 120.0
-    # multinode: torchrun with c10d rendezvous, one driver per node.
+
+
+@dataclass
+class MultinodeLauncherConfig(NodesLauncherConfig):
+    """torchrun with c10d rendezvous, one driver per node."""
+
+    name: str = "multinode"
     rdzv_endpoint: str = ""  # HOST:PORT every node reaches; the node owning HOST serves the rendezvous
     rdzv_id: str = ""  # empty = the run id (the same on every node)
     local_addr: str = ""  # this node's address as the others reach it (torchrun --local-addr)
     join_timeout_s: float = 600.0  # how long the agents wait for all nodes to join
-    connect_timeout_s: float = 60.0  # how long a joining node waits for the rendezvous / hosts to answer
-    # deepspeed: the DeepSpeed launcher with an MPI-style hostfile ("host slots=N" per line).
+    connect_timeout_s: float = 60.0  # how long a joining node waits for the rendezvous to answer
+
+
+@dataclass
+class DeepSpeedLauncherConfig(NodesLauncherConfig):
+    """The DeepSpeed launcher with an MPI-style hostfile ("host slots=N" per line)."""
+
+    name: str = "deepspeed"
     hostfile: str = ""  # empty with nnodes=1: "localhost slots=<nproc>" written into the run folder
     master_addr: str = ""  # rank 0's host; empty = the first host of the hostfile
     master_port: int = 29500
     node_rank: int = -1  # >= 0: no ssh, start one driver per node with its rank (like torchrun)
-    ds_launcher: str = "pdsh"  # DeepSpeed's multi-node backend over ssh: pdsh, openmpi, mvapich, slurm
-    # slurm: Hydra's submitit launcher, one task per node running torchrun.
+    ds_launcher: str = "pdsh"  # DeepSpeed's multi-node backend over ssh (DS_LAUNCHERS)
+    connect_timeout_s: float = 60.0  # how long a node waits for rank 0's host / the ssh hosts to answer
+
+
+@dataclass
+class SlurmLauncherConfig(NodesLauncherConfig):
+    """Hydra's submitit launcher: one SLURM job, one task per node running torchrun."""
+
+    name: str = "slurm"
+    record_wait_s: float = 30.0
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    time_min: int = 60  # SLURM time limit of the job
+    time_min: int = 60  # SLURM time limit of the job (timeout_s, when set, replaces it)
     cpus_per_task: int | None = None  # one task per node: the node's cores for its ranks
     gpus_per_node: int | None = None  # null = cluster.gpus_per_node on CUDA, none on CPU
     mem_gb: int | None = None
     rdzv_port: int = 29400  # rendezvous port on the job's first node
+    join_timeout_s: float = 600.0
     submitit_folder: str = ""  # empty = <run dir>/slurm/submitit (fresh for every submission)
     setup: list[str] = field(default_factory=list)  # shell lines run in the job before srun
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # extra sbatch options
+
+
+# launcher option -> its schema (registered as schema/launcher/<name>; the YAML's defaults select it).
+LAUNCHERS: dict[str, type[LauncherConfig]] = {
+    "local": LocalLauncherConfig,
+    "multinode": MultinodeLauncherConfig,
+    "deepspeed": DeepSpeedLauncherConfig,
+    "slurm": SlurmLauncherConfig,
+}
+DS_LAUNCHERS = ("pdsh", "openmpi", "mvapich", "mpich", "impi", "slurm")
 
 
 @dataclass
@@ -176,7 +224,9 @@ class HarnessConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    # One of LAUNCHERS, typed by the schema its option selects when composed; Any here so a stored
+    # config of any launcher merges back onto this class (records, the worker's frozen config).
+    launcher: Any = MISSING
     sweep: SweepConfig = field(default_factory=SweepConfig)
     nproc: int = 1  # processes per node ("GPU count" on one node)
     nnodes: int = 1
@@ -186,8 +236,13 @@ class HarnessConfig:
 
 
 def register() -> None:
+    from harness.core.config_jobs import ROOTS
+
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=HarnessConfig)
+    for name, schema in ROOTS.items():
+        cs.store(name=f"base_{name}", node=schema)
+    for name, schema in LAUNCHERS.items():
+        cs.store(group="schema/launcher", name=name, node=schema)
 
 
 def available(group: str) -> list[str]:
@@ -195,34 +250,13 @@ def available(group: str) -> list[str]:
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
-    """Compose the config once, in the driver (never in the torchrun ranks)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    """Compose the config once, in the driver (never in the torchrun ranks); ``harness.core.compose``.
 
-    register()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_short_hydra_message(e)) from None
-    return cfg
+    config_name: config (train, sweep), plan, extrapolate or commbench. Raises ConfigError (one line).
+    """
+    from harness.core.compose import compose as checked_compose
 
-
-def _short_hydra_message(e: BaseException) -> str:
-    parts = [str(e).strip()]
-    if e.__cause__ is not None:  # e.g. "Value 'abc' of type 'str' could not be converted to Integer"
-        parts.append(str(e.__cause__).strip())
-    lines = "\n".join(parts).splitlines()
-    # Keep what names the value and the allowed options; drop Hydra's search-path dump and hints.
-    if "Config search path:" in lines:
-        lines = lines[: lines.index("Config search path:")]
-    return "\n".join(
-        line for line in lines if "HYDRA_FULL_ERROR" not in line and "OC_CAUSE" not in line
-    ).strip()
+    return checked_compose(overrides, config_name)
 
 
 def world_size(cfg: Any) -> int:
@@ -322,6 +356,7 @@ def validate(cfg: Any) -> None:
         )
     if c.device == "cuda" and cfg.nproc > c.gpus_per_node:
         fail("nproc", cfg.nproc, f"at most cluster.gpus_per_node={c.gpus_per_node} on cluster {c.name}")
+    validate_launcher(cfg.launcher)
     if m.plan_only:
         fail(
             "model",
@@ -329,6 +364,19 @@ def validate(cfg: Any) -> None:
             "a planning-only shape (model.plan_only=true); train one of: "
             + ", ".join(n for n in available("model") if not _plan_only(n)),
         )
+
+
+def validate_launcher(lc: Any) -> None:
+    """The launcher's name matches the schema its option selected; its own values are sane."""
+    if lc.name not in LAUNCHERS:
+        fail("launcher.name", lc.name, f"one of {', '.join(LAUNCHERS)}, chosen with launcher=<name>")
+    chosen = next((n for n, s in LAUNCHERS.items() if s is OmegaConf.get_type(lc)), lc.name)
+    if chosen != lc.name:
+        fail("launcher.name", lc.name, f"{chosen!r} (launcher={chosen}); choose another with launcher=<name>")
+    if lc.timeout_s is not None and not (math.isfinite(lc.timeout_s) and lc.timeout_s > 0):
+        fail("launcher.timeout_s", lc.timeout_s, "a number of seconds > 0, or null (no limit)")
+    if lc.name == "deepspeed" and lc.ds_launcher not in DS_LAUNCHERS:
+        fail("launcher.ds_launcher", lc.ds_launcher, f"one of {', '.join(DS_LAUNCHERS)}")
 
 
 def _plan_only(name: str) -> bool:

@@ -4,36 +4,34 @@ One torchrun launch per world size runs ``harness.worker.commbench`` on every ra
 (gloo on CPU, NCCL on CUDA). The driver collects rank 0's rows into a run record
 ``<results-root>/commbench/<run_id>/record.json`` (kind "commbench"), writes
 ``commbench.csv`` and ``fit.json`` (alpha-beta per op and tier) beside it, and prints
-nccl-tests-style tables. Bandwidths follow nccl-tests' PERFORMANCE.md (see commmodel).
+nccl-tests-style tables. Bandwidths follow nccl-tests' PERFORMANCE.md (see harness.core.collectives).
 
 Multi-node: run the same command on every node with ``--nnodes K --rdzv-endpoint
 host:port``; ``--world-sizes`` are then totals over all nodes. The node whose torchrun
-hosts global rank 0 holds the measurements.
+hosts global rank 0 holds the measurements. The command line is ``harness.commands.commbench``;
+the functions here take its composed config (``config_jobs.CommbenchConfig``) as ``args``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import secrets
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.commmodel import MEASUREMENT_COLUMNS, OPS, fit_all, tier_of
-from harness.core.io import atomic_write_text
+from harness.core.collectives import MEASUREMENT_COLUMNS, OPS
+from harness.core.config_jobs import CommbenchConfig
+from harness.core.io import atomic_write_text, write_json
 from harness.core.paths import SOURCE_ROOT
-from harness.core.records import write_record
+from harness.driver import preflight, supervisor, torchrun
 
 SWEEP = "commbench"
+WORKER_MODULE = "harness.worker.commbench"
 CPU_MAX_BYTES = 64 << 20  # keeps the default CPU run to about a minute
 GPU_MAX_BYTES = 256 << 20
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -79,55 +77,12 @@ def op_list(text: str) -> list[str]:
     return ops
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness commbench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ops", type=op_list, default=list(OPS), help="comma list (default: all three)")
-    p.add_argument(
-        "--world-sizes",
-        type=int_list,
-        default=None,
-        help="total ranks per launch, comma list (default: 2 on CPU; 2,4,8.. up to the GPUs on CUDA)",
-    )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    p.add_argument("--min-bytes", type=parse_size, default=16)
-    p.add_argument(
-        "--max-bytes",
-        type=parse_size,
-        default=None,
-        help=f"default {GPU_MAX_BYTES >> 20}M on CUDA, {CPU_MAX_BYTES >> 20}M on CPU",
-    )
-    p.add_argument("--factor", type=int, default=4, help="geometric step of the size ladder")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--min-iters", type=int, default=5)
-    p.add_argument(
-        "--time-budget-s",
-        type=float,
-        default=1.0,
-        help="per (op, size): timed iterations are cut to fit it, never below --min-iters",
-    )
-    p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--rdzv-endpoint", default=None, help="host:port of the rendezvous (multi-node)")
-    p.add_argument("--rdzv-backend", default="c10d")
-    p.add_argument("--rdzv-id", default="harness-commbench")
-    p.add_argument("--results-root", default="results")
-    p.add_argument("--run-id", default=None)
-    p.add_argument("--launch-timeout-s", type=float, default=1800.0, help="per world size")
-    p.add_argument("--pg-timeout-s", type=float, default=300.0, help="process-group timeout in the worker")
-    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of the fit")
-    p.add_argument("--quiet", action="store_true", help="do not echo the workers' progress")
-    return p
-
-
 # ----------------------------------------------------------------------------- launching
 
 
 def resolve_device(choice: str) -> tuple[str, int]:
-    """('cuda' | 'cpu', visible GPUs). Importing torch here is fine: this is the driver."""
-    from harness.driver.preflight import cuda_device_count
-
-    ngpu = cuda_device_count()
+    """('cuda' | 'cpu', visible GPUs), probed through preflight."""
+    ngpu = preflight.cuda_device_count()
     if choice == "cuda" and ngpu == 0:
         raise SystemExit("harness commbench: --device cuda but no CUDA device is visible")
     return ("cuda" if choice == "cuda" or (choice == "auto" and ngpu > 0) else "cpu"), ngpu
@@ -140,23 +95,23 @@ def default_world_sizes(device: str, ngpu: int, nnodes: int) -> list[int]:
     return sizes or [nnodes * ngpu]  # one GPU per node: a single rank moves nothing, but say so
 
 
-def torchrun_cmd(args: argparse.Namespace, world_size: int, worker_args: list[str]) -> list[str]:
-    nproc = world_size // args.nnodes
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    if args.nnodes == 1 and not args.rdzv_endpoint:
-        cmd += ["--standalone"]  # free port on localhost: parallel runs do not collide
-    else:
-        cmd += [
-            "--nnodes",
-            str(args.nnodes),
-            "--rdzv-backend",
-            args.rdzv_backend,
-            "--rdzv-endpoint",
+def torchrun_cmd(args: CommbenchConfig, world_size: int, worker_args: list[str]) -> list[str]:
+    """One launch: standalone on one node, else c10d (or --rdzv-backend) across --nnodes nodes."""
+    rdzv = None
+    if args.nnodes > 1 or args.rdzv_endpoint:
+        rdzv = torchrun.Rendezvous(
             args.rdzv_endpoint or "localhost:29500",
-            "--rdzv-id",
             f"{args.rdzv_id}-ws{world_size}",
-        ]
-    return [*cmd, "-m", "harness.worker.commbench", *worker_args]
+            backend=args.rdzv_backend,
+        )
+    return torchrun.command(
+        WORKER_MODULE,
+        worker_args,
+        nproc=world_size // args.nnodes,
+        nnodes=args.nnodes,
+        rdzv=rdzv,
+        nproc_flag="--nproc_per_node",
+    )
 
 
 def worker_env() -> dict[str, str]:
@@ -169,58 +124,27 @@ def worker_env() -> dict[str, str]:
 
 
 def run_logged(cmd: list[str], log_path: Path, timeout_s: float, echo: bool) -> tuple[int, str | None]:
-    """Run cmd in its own process group, teeing output to log_path (and stdout if echo).
+    """Run one launch under the supervisor, its output in log_path (progress lines echoed if echo).
 
-    Returns (exit code, cause or None). On timeout the whole group (torchrun and its
-    ranks) is terminated, so no rank is left behind holding a port.
+    Returns (exit code, cause or None). On timeout or Ctrl-C the whole process tree (torchrun
+    and its ranks) is killed, so no rank is left behind holding a port.
     """
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(
+    try:
+        rc, timed_out = supervisor.run_process(
             cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=worker_env(),
-            start_new_session=True,
+            worker_env(),
+            log_path,
+            timeout_s=timeout_s,
+            quiet=not echo,
+            echo=lambda line: line.startswith("[commbench"),
         )
-
-        def pump() -> None:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                log.write(line)
-                if echo and line.startswith("[commbench"):
-                    print(line, end="", flush=True)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-            cause = None
-        except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
-            _kill_group(proc)
-            rc = proc.returncode if proc.returncode is not None else -1
-            cause = (
-                f"timed out after {timeout_s:.0f} s"
-                if isinstance(e, subprocess.TimeoutExpired)
-                else "interrupted"
-            )
-        reader.join(timeout=10)
-    if cause is None and rc != 0:
-        cause = f"torchrun exited with code {rc}: {error_summary(log_path)}"
-    return rc, cause
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+    except KeyboardInterrupt:  # the tree is down; record the launch as interrupted and go on
+        return -1, "interrupted"
+    if timed_out:
+        return rc, f"timed out after {timeout_s:.0f} s"
+    if rc != 0:
+        return rc, f"torchrun exited with code {rc}: {error_summary(log_path)}"
+    return rc, None
 
 
 def error_summary(log_path: Path) -> str:
@@ -239,22 +163,19 @@ def new_run_id() -> str:
 
 
 def driver_environment(device: str, ngpu: int) -> dict[str, Any]:
-    import torch
-
     from harness.core.environment import git_state, host_facts
-    from harness.driver.preflight import device_name
 
     return {
         **host_facts(),
-        "torch_version": torch.__version__,
+        "torch_version": preflight.torch_version(),
         "device": device,
-        "device_name": device_name(device),
+        "device_name": preflight.device_name(device),
         "cuda_device_count": ngpu,
         **git_state(),
     }
 
 
-def worker_args(args: argparse.Namespace, sizes: list[int], device: str, out: Path) -> list[str]:
+def worker_args(args: CommbenchConfig, sizes: list[int], device: str, out: Path) -> list[str]:
     return [
         "--ops",
         ",".join(args.ops),
@@ -279,13 +200,15 @@ def worker_args(args: argparse.Namespace, sizes: list[int], device: str, out: Pa
     ]
 
 
-def launch_one(args, world_size: int, sizes: list[int], device: str, run_dir: Path) -> dict[str, Any]:
+def launch_one(
+    args: CommbenchConfig, world_size: int, sizes: list[int], device: str, run_dir: Path
+) -> dict[str, Any]:
     """One torchrun launch; returns its summary with the rows rank 0 wrote (if any)."""
     out = run_dir / f"ws{world_size}.json"
     log = run_dir / f"ws{world_size}.log"
     cmd = torchrun_cmd(args, world_size, worker_args(args, sizes, device, out))
     print(
-        f"# launching world_size={world_size} nnodes={args.nnodes}: {' '.join(cmd[1:5])} ... (log {log})",
+        f"# launching world_size={world_size} nnodes={args.nnodes}: {' '.join(cmd[1:8])} ... (log {log})",
         flush=True,
     )
     t0 = time.perf_counter()
@@ -309,17 +232,6 @@ def launch_one(args, world_size: int, sizes: list[int], device: str, run_dir: Pa
     elif cause is None:
         summary["note"] = "global rank 0 ran on another node; that node's driver holds the measurements"
     return summary
-
-
-def finite(x: Any) -> Any:
-    """JSON has no inf/nan: replace them by None, recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [finite(v) for v in x]
-    return x
 
 
 # ----------------------------------------------------------------------------- output
@@ -396,83 +308,7 @@ def save_outputs(
         "fits": fits,
         "notes": notes,
     }
-    atomic_write_text(run_dir / "fit.json", json.dumps(finite(fit_doc), indent=2) + "\n")
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    device, ngpu = resolve_device(args.device)
-    max_bytes = args.max_bytes or (GPU_MAX_BYTES if device == "cuda" else CPU_MAX_BYTES)
-    sizes = size_ladder(args.min_bytes, max_bytes, args.factor)
-    world_sizes = args.world_sizes or default_world_sizes(device, ngpu, args.nnodes)
-    bad = [n for n in world_sizes if n % args.nnodes]
-    if bad:
-        print(
-            f"harness commbench: world sizes {bad} are not multiples of --nnodes {args.nnodes}",
-            file=sys.stderr,
-        )
-        return 2
-    if device == "cuda" and max(world_sizes) // args.nnodes > ngpu:
-        print(
-            f"harness commbench: {max(world_sizes) // args.nnodes} ranks per node but {ngpu} GPUs visible",
-            file=sys.stderr,
-        )
-        return 2
-
-    notes = describe_setup(device, world_sizes, args.nnodes)
-    for note in notes:
-        print(f"# note: {note}")
-    run_id = args.run_id or new_run_id()
-    run_dir = Path(args.results_root) / SWEEP / run_id
-    record: dict[str, Any] = {
-        "kind": "commbench",
-        "sweep": SWEEP,
-        "run_id": run_id,
-        "status": "running",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {
-            **{k: v for k, v in vars(args).items()},
-            "device": device,
-            "sizes": sizes,
-            "world_sizes": world_sizes,
-            "max_bytes": max_bytes,
-        },
-        "environment": driver_environment(device, ngpu),
-        "notes": notes,
-        "measurements": [],
-    }
-    write_record(run_dir, record)
-
-    launches = [launch_one(args, n, sizes, device, run_dir) for n in world_sizes]
-    rows = [r for ln in launches for r in ln.pop("measurements", [])]
-    record["measurements"] = rows
-    record["unsupported"] = [u for ln in launches for u in ln.pop("unsupported", [])]
-    record["environment"]["workers"] = [ln.pop("environment") for ln in launches if "environment" in ln]
-    record["launches"] = launches
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    failed = [ln for ln in launches if ln["cause"]]
-    record["status"] = "failed" if failed else "completed"
-    if failed:
-        record["cause"] = "; ".join(f"world_size {ln['world_size']}: {ln['cause']}" for ln in failed)
-
-    print_tables(rows)
-    for u in record["unsupported"]:
-        print(f"# {u['op']} is not supported by {u['backend']} (world_size {u['world_size']}): {u['error']}")
-    fits = fit_all(_frame(rows), n_bootstrap=args.bootstrap) if rows else []
-    flag_emulated(rows, fits, notes)
-    print_fits(fits)
-    tiers = sorted({tier_of(r["nnodes"]) for r in rows})
-    if tiers == ["intra-node"]:
-        print(
-            "# only the intra-node tier was measured (nnodes=1); the inter-node tier needs a multi-node"
-            " run (--nnodes, --rdzv-endpoint)"
-        )
-    save_outputs(run_dir, rows, fits, notes)
-    write_record(run_dir, finite(record))
-    print(f"\n# record: {run_dir / 'record.json'}  status={record['status']}")
-    if failed:
-        print(f"# cause: {record['cause']}", file=sys.stderr)
-    return 1 if failed else 0
+    write_json(run_dir / "fit.json", fit_doc)  # strict JSON: an unbounded interval is null
 
 
 def describe_setup(device: str, world_sizes: list[int], nnodes: int) -> list[str]:
@@ -507,13 +343,3 @@ def flag_emulated(rows: list[dict[str, Any]], fits: list[dict[str, Any]], notes:
         for f in fits:
             if f["op"] == op:
                 f["caveat"] = note
-
-
-def _frame(rows: list[dict[str, Any]]):
-    import pandas as pd
-
-    return pd.DataFrame(rows)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

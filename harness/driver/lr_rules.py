@@ -24,7 +24,8 @@ cosine decay to ``MIN_LR_RATIO`` of the peak over the run's own token budget. Ho
 run leaves it under-trained, and decayed the LR by 10x; the trainer already decays over each
 run's own steps, so matching the cycle to the budget needs only D = the run's tokens.
 
-Pure Python: the planner and the analysis import this without torch.
+Pure Python: the planner imports this without torch. The best run of each LR sweep (what the loss
+fit takes) is picked by ``harness.analysis.best_lr``.
 """
 
 from __future__ import annotations
@@ -33,14 +34,12 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from harness.core import flops
 
 WARMUP_FRAC = 0.05  # warm-up is at most 5% of each run's steps
 MIN_LR_RATIO = 0.1  # cosine to 10% of the peak (Hoffmann et al. 2022)
 DEFAULT_RULE = "deepseek-llm-2024"
-MANUAL = "manual"
 
 
 class RuleError(ValueError):
@@ -193,50 +192,7 @@ def describe(rule: str) -> str:
     )
 
 
-# --------------------------------------------------------------------------- LR sweeps, analysis side
-
-
-def rule_multiplier(tag: Any) -> tuple[str, float]:
-    """'deepseek-llm-2024*0.5' -> ('deepseek-llm-2024', 0.5); plain ids -> (id, 1.0)."""
-    text = str(tag) if tag is not None and tag == tag else MANUAL  # NaN-safe
-    base, star, mult = text.partition("*")
-    try:
-        return base, float(mult) if star else 1.0
-    except ValueError:
-        return text, 1.0
-
-
-def select_best_lr(df: Any, loss_col: str = "heldout_loss", keys: tuple[str, ...] = ("N", "D")) -> Any:
-    """Per size and budget, keep the run of an LR sweep with the lowest loss (the loss fit's input).
-
-    Rows that share ``keys`` and the base rule (``lr_rule`` without its ``*m`` suffix) are one LR
-    sweep; the best is kept and annotated with ``lr_candidates``, ``lr_multiplier`` and
-    ``lr_at_edge`` (the best LR is the smallest or the largest tried: the sweep did not bracket
-    the optimum, so the kept loss is an upper bound). Runs without ``lr_rule`` count as manual.
-    """
-    import pandas as pd
-
-    if df.empty:
-        return df.assign(lr_candidates=[], lr_multiplier=[], lr_at_edge=[])
-    missing = [c for c in (*keys, loss_col) if c not in df.columns]
-    if missing:
-        raise RuleError(
-            f"select_best_lr: column(s) {missing} not in the table; columns found: {list(df.columns)}"
-        )
-    d = df.copy()
-    tags = d["lr_rule"] if "lr_rule" in d.columns else pd.Series([MANUAL] * len(d), index=d.index)
-    parsed = [rule_multiplier(t) for t in tags]
-    d["_base"] = [b for b, _ in parsed]
-    d["lr_multiplier"] = [m for _, m in parsed]
-    d = d[pd.to_numeric(d[loss_col], errors="coerce").notna()]
-    out = []
-    for _, g in d.groupby([*keys, "_base"], sort=True, dropna=False):
-        best = g.loc[g[loss_col].astype(float).idxmin()].copy()
-        mults = sorted(set(g["lr_multiplier"]))
-        best["lr_candidates"] = len(g)
-        best["lr_at_edge"] = len(mults) > 1 and best["lr_multiplier"] in (mults[0], mults[-1])
-        out.append(best)
-    return pd.DataFrame(out).drop(columns="_base").reset_index(drop=True)
+# --------------------------------------------------------------------------- LR sweeps: the best run of each
 
 
 def best_lr_main(argv: list[str]) -> int:
@@ -244,6 +200,7 @@ def best_lr_main(argv: list[str]) -> int:
     per-size best-LR runs as a CSV that ``harness fit --csv OUT --columns N=N,D=D,loss=fit_loss`` fits."""
     import argparse
 
+    from harness.analysis.best_lr import select_best_lr
     from harness.core.records import records_table
 
     p = argparse.ArgumentParser(prog="python -m harness.driver.lr_rules", description=best_lr_main.__doc__)

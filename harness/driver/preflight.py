@@ -6,12 +6,21 @@ The driver's one door to this machine's devices. The probes themselves live on t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from harness.core import config as C
+from harness.core.config import HarnessConfig
 
 
-def check(cfg: Any) -> None:
+def load_validated(overrides: list[str]) -> HarnessConfig:
+    """Compose the run config from Hydra overrides, validate it, and check this machine can run it."""
+    cfg = cast(HarnessConfig, C.compose(overrides))  # a DictConfig with HarnessConfig's fields
+    C.validate(cfg)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: HarnessConfig) -> None:
     """Raise ConfigError when this machine cannot run cfg's ranks (device count, dtype support)."""
     from harness.worker import hardware
 
@@ -29,6 +38,13 @@ def check(cfg: Any) -> None:
             f"this {c.device} has no native {t.dtype} support; allowed here: "
             + ", ".join(d for d in C.DTYPES if hardware.supports_dtype(c.device, d)),
         )
+
+
+def torch_version() -> str:
+    """The installed torch's version, without importing torch."""
+    from importlib.metadata import version
+
+    return version("torch")
 
 
 def cuda_device_count() -> int:

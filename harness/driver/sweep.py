@@ -1,6 +1,6 @@
 """Sweeps: expand a grid into runs with stable ids, run what is missing, go on past failures.
 
-``harness sweep sweep=<name> [key=value ...] [--parallel K] [--dry-run] [--retry-failed/--no-retry-failed]``
+``harness sweep sweep=<name> [key=value ...] [--parallel K] [--dry-run] [--retry R]`` (harness.commands)
 
 Each point is a full config composed from: the sweep's common overrides, then the
 user's, then the point's own axes. Its id is a hash of that resolved config, so a
@@ -11,28 +11,48 @@ and out-of-memory runs are recorded with their cause and the sweep goes on.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import shlex
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from harness.core import config as C
 from harness.core import flops, shapes
 from harness.core import runspec as plan
+from harness.core.config import HarnessConfig, SweepConfig
 from harness.core.records import RecordError, iter_records, read_record
-from harness.driver import preflight
+from harness.driver import launch, preflight, supervisor
+
+
+def load_sweep(spec: str) -> SweepConfig:
+    """A sweep preset: by name (``configs/sweep/<name>.yaml``), or the path of a preset file
+    (``harness plan`` writes them under ``<results>/plans/``)."""
+    path = Path(spec).expanduser()
+    if not (spec.endswith((".yaml", ".yml")) or "/" in spec):
+        return C.compose([f"sweep={spec}"]).sweep
+    if not path.is_file():
+        raise C.ConfigError(
+            f"sweep={spec!r}: no such preset file; allowed: a YAML file, or one of "
+            + ", ".join(C.available("sweep"))
+        )
+    try:
+        sweep = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.load(path))
+    except OmegaConfBaseException as e:
+        raise C.ConfigError(f"sweep={spec}: not a sweep preset: {e}") from None
+    return cast(SweepConfig, sweep)  # a DictConfig with SweepConfig's fields
 
 
 @dataclass
 class Point:
     overrides: list[str]
-    cfg: Any = None
+    cfg: HarnessConfig | None = None
     error: str | None = None
 
     @property
@@ -40,7 +60,7 @@ class Point:
         return " ".join(self.overrides)
 
 
-def expand(sweep: Any, user_overrides: list[str]) -> list[Point]:
+def expand(sweep: SweepConfig, user_overrides: list[str]) -> list[Point]:
     """The sweep's points as override lists (grid x variants x nproc, plus explicit points)."""
     common = [*sweep.overrides, *user_overrides, f"sweep_name={sweep.name}"]
     axes: list[list[str]] = []
@@ -59,7 +79,7 @@ def expand(sweep: Any, user_overrides: list[str]) -> list[Point]:
     for axes_overrides in grid:
         ov = [*common, *axes_overrides]
         try:
-            cfg = C.compose(ov)
+            cfg = cast(HarnessConfig, C.compose(ov))
             C.validate(cfg)
             preflight.check(cfg)
             points.append(Point(axes_overrides, cfg))
@@ -100,7 +120,7 @@ def existing_runs(folder: Path) -> dict[str, dict]:
     return out
 
 
-def status_of(cfg: Any) -> str | None:
+def status_of(cfg: HarnessConfig) -> str | None:
     try:
         return read_record(plan.run_dir(cfg)).get("status")
     except RecordError:
@@ -133,10 +153,9 @@ RETRY = {None, "running", "failed", "timeout", "preempted"}
 
 
 def run_point(point: Point) -> tuple[Point, dict, float]:
-    from harness.driver import launch
-
+    assert point.cfg is not None  # invalid points are never run
     start = time.time()
-    if launch.STOPPING.is_set():  # SIGTERM: start nothing new; a re-run picks these up
+    if supervisor.STOPPING.is_set():  # SIGTERM: start nothing new; a re-run picks these up
         return (
             point,
             {
@@ -148,7 +167,7 @@ def run_point(point: Point) -> tuple[Point, dict, float]:
         )
     try:
         record = launch.run(point.cfg, quiet=True).record
-    except launch.RunLocked as e:
+    except supervisor.RunLocked as e:
         record = {
             "run_id": plan.run_id(point.cfg),
             "status": "locked",
@@ -158,13 +177,18 @@ def run_point(point: Point) -> tuple[Point, dict, float]:
 
 
 def run_sweep(
-    sweep: Any, user_overrides: list[str], *, parallel: int | None = None, retry: str = "failed", log=print
+    sweep: SweepConfig,
+    user_overrides: list[str],
+    *,
+    parallel: int | None = None,
+    retry: str = "failed",
+    log=print,
 ) -> list[dict]:
     """Run the sweep's missing points. retry: "failed" (crashes, time-outs), "all" (also diverged, oom), "none"."""
     points = expand(sweep, user_overrides)
     records: dict[str, dict] = {}
-    valid = [p for p in points if p.cfg is not None]
-    existing = existing_runs(Path(valid[0].cfg.results_dir) / sweep.name) if valid else {}
+    valid = [p.cfg for p in points if p.cfg is not None]
+    existing = existing_runs(Path(valid[0].results_dir) / sweep.name) if valid else {}
     todo: list[Point] = []
     for p in points:
         if p.cfg is None:
@@ -204,7 +228,7 @@ def run_sweep(
     return ordered
 
 
-def _invalid_record(point: Point, sweep: Any) -> dict:
+def _invalid_record(point: Point, sweep: SweepConfig) -> dict:
     return {
         "run_id": "-",
         "status": "invalid",
@@ -276,51 +300,3 @@ def write_summary(results_dir: Path, sweep_name: str, rows: list[dict]) -> Path:
     path = results_dir / sweep_name / "summary.csv"
     atomic_write_text(path, buf.getvalue())
     return path
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="harness sweep", description="Run a sweep; completed runs are skipped.")
-    p.add_argument("overrides", nargs="*", help="sweep=<name> plus Hydra overrides applied to every run")
-    p.add_argument(
-        "--parallel", type=int, default=None, help="runs at once on this machine (default: the sweep's)"
-    )
-    p.add_argument(
-        "--retry",
-        choices=("failed", "all", "none"),
-        default="failed",
-        help="which unfinished runs to re-run: failed/timed-out (default), all (also diverged, oom), none",
-    )
-    p.add_argument("--dry-run", action="store_true", help="list the runs and the commands; start nothing")
-    args = p.parse_args(argv)
-    sweep_args = [o for o in args.overrides if o.startswith("sweep=")]
-    user = [o for o in args.overrides if not o.startswith("sweep=")]
-    if not sweep_args:
-        print(
-            f"harness sweep: give sweep=<name>; allowed: {', '.join(C.available('sweep'))}", file=sys.stderr
-        )
-        return 2
-    try:
-        sweep = C.compose([*sweep_args]).sweep
-        if args.dry_run:
-            from harness.driver import launch
-
-            for point in expand(sweep, user):
-                if point.cfg is None:
-                    print(f"# invalid: {point.label}: {point.error}")
-                else:
-                    print(
-                        f"# {plan.run_id(point.cfg)} [{status_of(point.cfg) or 'new'}]\n{launch.dry_run(point.cfg)}"
-                    )
-            return 0
-        from harness.driver import launch
-
-        launch.forward_sigterm()
-        records = run_sweep(sweep, user, parallel=args.parallel, retry=args.retry)
-    except C.ConfigError as e:
-        print(f"harness sweep: {e}", file=sys.stderr)
-        return 2
-    rows = summary_rows(records)
-    print(format_table(rows))
-    results_dir = Path(C.compose(user).results_dir)
-    print(f"summary: {write_summary(results_dir, sweep.name, rows)}")
-    return 0 if all(r["status"] == "completed" for r in records) else 1

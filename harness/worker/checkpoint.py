@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from harness.core.io import atomic_write_text
+from harness.worker.engines.base import Engine
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -61,7 +62,9 @@ def _fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
-def save(run_dir: Path, step: int, engine, trainer_state: dict[str, Any], rank: int, keep: int) -> Path:
+def save(
+    run_dir: Path, step: int, engine: Engine, trainer_state: dict[str, Any], rank: int, keep: int
+) -> Path:
     """Collective: every rank calls it (DeepSpeed saves shards from every rank)."""
     final = root(run_dir) / f"step_{step:08d}"
     tmp = root(run_dir) / f".tmp_step_{step:08d}"
@@ -89,7 +92,7 @@ def prune(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load(path: Path, engine) -> dict[str, Any]:
+def load(path: Path, engine: Engine) -> dict[str, Any]:
     engine.load_checkpoint(path)
     state = torch.load(path / TRAINER_FILE, map_location="cpu", weights_only=False)
     set_rng_state(state["rng"])

@@ -11,7 +11,6 @@ slowest rank's, reported time = median (and p90) over iterations.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -23,8 +22,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from harness.analysis.commmodel import OPS, algbw, busbw
-from harness.core.io import atomic_write_text
+from harness.core.collectives import OPS, algbw, busbw
+from harness.core.io import write_json
 from harness.worker import distributed
 
 # Ops a backend runs by another algorithm than its name says. Measured all the same
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "nccl_version": nccl_version() if device.type == "cuda" else None,
         }
         payload = {"measurements": rows, "unsupported": unsupported, "environment": env}
-        atomic_write_text(args.out, json.dumps(payload, indent=1) + "\n")
+        write_json(args.out, payload)
     dist.barrier()
     distributed.shutdown()
     return 0

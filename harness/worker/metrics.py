@@ -1,4 +1,4 @@
-"""Timers and summary statistics for the run record; sinks for per-step metrics."""
+"""Timers and summary statistics for the run record, and the learning-rate schedule."""
 
 from __future__ import annotations
 

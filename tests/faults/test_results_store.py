@@ -11,7 +11,8 @@ from conftest import SMALL
 from harness.core import config as C
 from harness.core import runspec as plan
 from harness.core.records import SCHEMA_VERSION, RecordError, read_record, records_table, write_record
-from harness.driver import launch
+from harness.driver import supervisor
+from harness.driver.launchers.local import run_local
 
 
 def fake_completed(run_dir, n=1000, loss=3.0):
@@ -89,8 +90,11 @@ def test_newer_schema_is_refused_clearly(tmp_path):
 def test_one_run_folder_one_writer(tmp_path):
     cfg = C.compose([*SMALL, f"results_dir={tmp_path}"])
     run_dir = plan.run_dir(cfg)
-    with launch.run_lock(run_dir), pytest.raises(launch.RunLocked, match="being run by another process"):
-        launch.run_local(cfg)
+    with (
+        supervisor.run_lock(run_dir),
+        pytest.raises(supervisor.RunLocked, match="being run by another process"),
+    ):
+        run_local(cfg)
 
 
 def test_two_sweeps_into_one_folder_do_not_clobber(tmp_path):

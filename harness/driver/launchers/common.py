@@ -1,18 +1,47 @@
-"""What the cluster launchers share: the node environment, running a launcher command under
-a watchdog, and settling the run record, whichever node's driver finishes first.
+"""What the launchers share: the run folder they prepare, the ranks' environment on a node, and
+the checks and shell lines around a launcher command.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import time
-from typing import Any
+from pathlib import Path
 
 from harness.core import runspec as plan
+from harness.core.config import HarnessConfig
 from harness.core.records import write_record
-from harness.driver import launch
+from harness.datasets import default_cache_dir, resolve_source
+from harness.driver.supervisor import Outcome
+
+
+def prepare_run(cfg: HarnessConfig) -> Path:
+    """Folder, frozen config and a 'running' record; data prepared once here, not in every rank."""
+    resolve_source(cfg.data.source, cfg.data.cache_dir, cfg.data.heldout_frac)
+    run_dir = plan.run_dir(cfg)
+    shutil.rmtree(run_dir / "errors", ignore_errors=True)
+    plan.write_config(cfg, run_dir)
+    write_record(run_dir, plan.base_record(cfg, "running"))
+    return run_dir
+
+
+def worker_env(cfg: HarnessConfig) -> dict[str, str]:
+    """The ranks' environment on this machine (``launcher=local``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cfg.cluster.device == "cpu":
+        # Share the cores between the ranks instead of oversubscribing them.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(cfg.nproc))))
+    if cfg.engine.name == "deepspeed":
+        if cfg.cluster.device == "cpu":
+            env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed would otherwise look for CUDA
+        # DeepSpeed JIT-compiles small ops with g++ (~20 s on CPU): compile once, into the cache.
+        env.setdefault(
+            "TORCH_EXTENSIONS_DIR", str(default_cache_dir(cfg.data.cache_dir) / "torch_extensions")
+        )
+    return env
 
 
 def available_cpus() -> int:
@@ -25,9 +54,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def node_env(cfg: Any, cpus: int | None = None) -> dict[str, str]:
-    """The ranks' environment on one node: ``launch.worker_env`` plus the cluster networking."""
-    env = launch.worker_env(cfg)
+def node_env(cfg: HarnessConfig, cpus: int | None = None) -> dict[str, str]:
+    """The ranks' environment on one node of a cluster: ``worker_env`` plus the cluster networking."""
+    env = worker_env(cfg)
     if cfg.cluster.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # The node's allocated cores shared between its ranks (os.cpu_count() sees the whole host).
         env["OMP_NUM_THREADS"] = str(max(1, (cpus or available_cpus()) // int(cfg.nproc)))
@@ -56,12 +85,12 @@ def endpoint_error(host: str, port: int, timeout_s: float) -> str | None:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def unreachable_outcome(cfg: Any, what: str, error: str) -> launch.Outcome:
+def unreachable_outcome(cfg: HarnessConfig, what: str, error: str) -> Outcome:
     """A run that could not start because a peer did not answer: recorded as failed, nothing started."""
-    run_dir = launch.prepare_run(cfg)
+    run_dir = prepare_run(cfg)
     record = plan.failed_record(cfg, {"type": "EndpointUnreachable", "message": f"{what}: {error}"})
     write_record(run_dir, record)
-    return launch.Outcome(run_dir, "failed", 2, record)
+    return Outcome(run_dir, "failed", 2, record)
 
 
 def env_changes(env: dict[str, str]) -> dict[str, str]:
@@ -74,5 +103,5 @@ def shell_line(env: dict[str, str], cmd: list[str]) -> str:
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(cmd)])
 
 
-def node_name(cfg: Any) -> str:
+def node_name(cfg: HarnessConfig) -> str:
     return cfg.launcher.local_addr or socket.gethostname()

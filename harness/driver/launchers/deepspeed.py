@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from harness.core import config as C
 from harness.core import runspec as plan
-from harness.driver import launch
+from harness.core.config import HarnessConfig
+from harness.driver import supervisor
 from harness.driver.launchers import common
+from harness.driver.supervisor import Outcome
 
 HOSTFILE = "hostfile"
 SSH_PORT = 22
@@ -56,7 +56,7 @@ def read_hostfile(text: str) -> list[tuple[str, int]]:
     return hosts
 
 
-def hostfile_text(cfg: Any) -> str:
+def hostfile_text(cfg: HarnessConfig) -> str:
     """The hostfile this run uses: launcher.hostfile, else localhost with nproc slots (one node)."""
     lc = cfg.launcher
     if lc.hostfile:
@@ -84,13 +84,13 @@ def hostfile_text(cfg: Any) -> str:
     return text
 
 
-def master_addr(cfg: Any, text: str) -> str:
+def master_addr(cfg: HarnessConfig, text: str) -> str:
     """Rank 0's address: launcher.master_addr, else the first host (DeepSpeed would ask it over ssh)."""
     first = read_hostfile(text)[0][0]
     return cfg.launcher.master_addr or ("127.0.0.1" if first == "localhost" else first)
 
 
-def deepspeed_command(cfg: Any, run_dir: Path, hostfile: Path, text: str) -> list[str]:
+def deepspeed_command(cfg: HarnessConfig, run_dir: Path, hostfile: Path, text: str) -> list[str]:
     lc = cfg.launcher
     if lc.node_rank >= 0:
         mode = ["--no_ssh", "--node_rank", str(lc.node_rank)]
@@ -106,7 +106,7 @@ def deepspeed_command(cfg: Any, run_dir: Path, hostfile: Path, text: str) -> lis
     ]  # fmt: skip
 
 
-def launcher_env(cfg: Any, run_dir: Path) -> dict[str, str]:
+def launcher_env(cfg: HarnessConfig, run_dir: Path) -> dict[str, str]:
     env = common.node_env(cfg)
     if cfg.cluster.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"  # the runner itself asks DeepSpeed's accelerator for the slots
@@ -120,7 +120,7 @@ def env_file_text(env: dict[str, str]) -> str:
     return "".join(f"{k}={env[k]}\n" for k in _EXPORTED if k in env)
 
 
-def preflight(cfg: Any, text: str) -> tuple[str, str] | None:
+def preflight(cfg: HarnessConfig, text: str) -> tuple[str, str] | None:
     """(what, why) when a peer this node depends on does not answer: every host's ssh port when
     DeepSpeed will ssh to them, rank 0's master port for a joining node without ssh."""
     lc = cfg.launcher
@@ -137,35 +137,33 @@ def preflight(cfg: Any, text: str) -> tuple[str, str] | None:
     return None
 
 
-def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
+def run(cfg: HarnessConfig, quiet: bool = False) -> Outcome:
     text = hostfile_text(cfg)  # checks the config before touching the folder
     unreachable = preflight(cfg, text)
     if unreachable:
         return common.unreachable_outcome(cfg, *unreachable)
     # One driver per node (node_rank mode) share the run folder: no exclusive lock there.
-    lock = launch.run_lock(plan.run_dir(cfg)) if cfg.launcher.node_rank < 0 else contextlib.nullcontext()
+    lock = supervisor.run_lock(plan.run_dir(cfg)) if cfg.launcher.node_rank < 0 else contextlib.nullcontext()
     with lock:
-        run_dir = launch.prepare_run(cfg)
+        run_dir = common.prepare_run(cfg)
         hostfile = run_dir / HOSTFILE
         hostfile.write_text(text)
         env = launcher_env(cfg, run_dir)
         (run_dir / ENV_FILE).write_text(env_file_text(env))
         name = "train.log" if cfg.launcher.node_rank < 0 else f"train.node{cfg.launcher.node_rank}.log"
-        log = run_dir / name
-        start = time.time()
-        rc, timed_out = launch.run_process(
+        return supervisor.supervise(
+            cfg,
+            run_dir,
             deepspeed_command(cfg, run_dir, hostfile, text),
             env,
-            log,
-            timeout_s=cfg.launcher.timeout_s,
+            run_dir / name,
             quiet=quiet,
-        )
-        return launch.settle(
-            cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out, wait_s=cfg.launcher.record_wait_s
+            timeout_s=cfg.launcher.timeout_s,
+            wait_s=cfg.launcher.record_wait_s,
         )
 
 
-def dry_run(cfg: Any) -> str:
+def dry_run(cfg: HarnessConfig) -> str:
     run_dir = plan.run_dir(cfg)
     text = hostfile_text(cfg)
     env = launcher_env(cfg, run_dir)

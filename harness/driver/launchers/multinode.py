@@ -12,20 +12,19 @@ ranks. Rank 0's node writes the record; the other drivers wait for it (``settle`
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from harness.core import config as C
 from harness.core import runspec as plan
-from harness.driver import launch
+from harness.core.config import HarnessConfig
+from harness.driver import supervisor, torchrun
 from harness.driver.launchers import common
+from harness.driver.supervisor import Outcome
 
 DEFAULT_ENDPOINT = "127.0.0.1:29400"
 
 
-def rendezvous(cfg: Any) -> tuple[str, int]:
+def rendezvous(cfg: HarnessConfig) -> tuple[str, int]:
     """(host, port) of the c10d rendezvous; required with more than one node."""
     endpoint = cfg.launcher.rdzv_endpoint
     if not endpoint:
@@ -43,31 +42,25 @@ def rendezvous(cfg: Any) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def torchrun_command(cfg: Any, run_dir: Path) -> list[str]:
+def torchrun_command(cfg: HarnessConfig, run_dir: Path) -> list[str]:
     host, port = rendezvous(cfg)
     lc = cfg.launcher
     conf = [f"join_timeout={int(lc.join_timeout_s)}"]
-    addr: list[str] = []
     if lc.local_addr:
-        addr = ["--local-addr", lc.local_addr]
         # torchrun guesses whether this node serves the rendezvous from its hostname's addresses,
         # which misses an endpoint on a second interface; with the address known, say it.
         conf.append(f"is_host={str(lc.local_addr == host).lower()}")
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(cfg.nnodes), "--nproc-per-node", str(cfg.nproc),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{host}:{port}",
-        "--rdzv-id", lc.rdzv_id or plan.run_id(cfg), "--rdzv-conf", ",".join(conf),
-        *addr, "--max-restarts", "0",
-        "-m", "harness.worker.train", str(run_dir),
-    ]  # fmt: skip
+    rdzv = torchrun.Rendezvous(
+        f"{host}:{port}", lc.rdzv_id or plan.run_id(cfg), conf=",".join(conf), local_addr=lc.local_addr or ""
+    )
+    return torchrun.train_command(run_dir, nproc=int(cfg.nproc), nnodes=int(cfg.nnodes), rdzv=rdzv)
 
 
-def log_path(cfg: Any, run_dir: Path) -> Path:
+def log_path(cfg: HarnessConfig, run_dir: Path) -> Path:
     return run_dir / f"train.{common.node_name(cfg)}.log"  # one per node: the folder is shared
 
 
-def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
+def run(cfg: HarnessConfig, quiet: bool = False) -> Outcome:
     """This node's part of a multi-node run; returns when its agent ends."""
     cmd = torchrun_command(cfg, plan.run_dir(cfg))  # checks the config before touching the folder
     host, port = rendezvous(cfg)
@@ -75,18 +68,20 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         error = common.endpoint_error(host, port, cfg.launcher.connect_timeout_s)
         if error:
             return common.unreachable_outcome(cfg, f"launcher.rdzv_endpoint={host}:{port}", error)
-    run_dir = launch.prepare_run(cfg)
-    log = log_path(cfg, run_dir)
-    start = time.time()
-    rc, timed_out = launch.run_process(
-        cmd, common.node_env(cfg), log, timeout_s=cfg.launcher.timeout_s, quiet=quiet
-    )
-    return launch.settle(
-        cfg, run_dir, rc, logs=[log], start=start, timed_out=timed_out, wait_s=cfg.launcher.record_wait_s
+    run_dir = common.prepare_run(cfg)
+    return supervisor.supervise(
+        cfg,
+        run_dir,
+        cmd,
+        common.node_env(cfg),
+        log_path(cfg, run_dir),
+        quiet=quiet,
+        timeout_s=cfg.launcher.timeout_s,
+        wait_s=cfg.launcher.record_wait_s,
     )
 
 
-def dry_run(cfg: Any) -> str:
+def dry_run(cfg: HarnessConfig) -> str:
     run_dir = plan.run_dir(cfg)
     host, port = rendezvous(cfg)
     return "\n".join([

@@ -32,12 +32,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.core import config as C
 from harness.core import runspec as plan
-from harness.driver import launch
+from harness.core.config import HarnessConfig
+from harness.driver import preflight, supervisor, torchrun
 from harness.driver.launchers import common
+from harness.driver.supervisor import Outcome
 
 SLURM_DIR = "slurm"  # <run dir>/slurm: submitit's files and Hydra's job output, fresh per submission
 
@@ -76,19 +78,26 @@ def slurm_node() -> SlurmNode:
     )
 
 
-def node_command(cfg: Any, run_dir: Path, node: SlurmNode) -> list[str]:
+def node_command(cfg: HarnessConfig, run_dir: Path, node: SlurmNode) -> list[str]:
     """torchrun for one node of the job: c10d rendezvous on the first node, id = the job id."""
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(node.nnodes), "--nproc-per-node", str(cfg.nproc),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{node.head}:{cfg.launcher.rdzv_port}",
-        "--rdzv-id", f"slurm-{node.job_id}",
+    rdzv = torchrun.Rendezvous(
+        f"{node.head}:{cfg.launcher.rdzv_port}",
+        f"slurm-{node.job_id}",
         # The first node serves the rendezvous; saying so spares torchrun its hostname guess.
-        "--rdzv-conf", f"join_timeout={int(cfg.launcher.join_timeout_s)},is_host={str(node.node_id == 0).lower()}",
+        conf=f"join_timeout={int(cfg.launcher.join_timeout_s)},is_host={str(node.node_id == 0).lower()}",
         # The address other nodes reach this node at (torchrun would use its hostname).
-        "--local-addr", node.addr,
-        "--max-restarts", "0", "-m", "harness.worker.train", str(run_dir),
-    ]  # fmt: skip
+        local_addr=node.addr,
+    )
+    return torchrun.train_command(run_dir, nproc=int(cfg.nproc), nnodes=node.nnodes, rdzv=rdzv)
+
+
+def frozen_config(run_dir: Path) -> HarnessConfig:
+    """The run's config as the driver froze it into the run folder (``config.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from harness.core.records import CONFIG_FILE
+
+    return cast(HarnessConfig, OmegaConf.load(run_dir / CONFIG_FILE))
 
 
 @dataclass(frozen=True)
@@ -102,23 +111,20 @@ class NodeTask:
     run_dir: str
 
     def __call__(self, _hydra_cfg: Any = None) -> int:
-        from omegaconf import OmegaConf
-
-        from harness.core.records import CONFIG_FILE
-
         run_dir = Path(self.run_dir)
-        cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+        cfg = frozen_config(run_dir)
         node = slurm_node()
         if node.nnodes != cfg.nnodes:
             raise C.ConfigError(f"nnodes={cfg.nnodes} but the SLURM job has {node.nnodes} nodes")
         cmd = node_command(cfg, run_dir, node)
-        with open(run_dir / f"train.node{node.node_id}.log", "w") as log:
-            log.write("$ " + shlex.join(cmd) + "\n")
-            log.flush()
+        # Not supervisor.run_process (a session of its own): torchrun stays in this task's process
+        # group, so SLURM's signals (scancel, the time limit) reach it however the cluster tracks
+        # processes. SLURM itself supervises the job; the driver settles the record afterwards.
+        with supervisor.open_log(run_dir / f"train.node{node.node_id}.log", cmd) as log:
             return subprocess.call(cmd, env=common.node_env(cfg), stdout=log, stderr=subprocess.STDOUT)
 
 
-def submitit_params(cfg: Any, run_dir: Path) -> dict[str, Any]:
+def submitit_params(cfg: HarnessConfig, run_dir: Path) -> dict[str, Any]:
     """Parameters of hydra_submitit_launcher's SlurmLauncher (its SlurmQueueConf fields)."""
     lc = cfg.launcher
     gpus = lc.gpus_per_node
@@ -147,7 +153,7 @@ def _quote(value: Any) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def hydra_overrides(cfg: Any, run_dir: Path) -> tuple[list[str], list[str]]:
+def hydra_overrides(cfg: HarnessConfig, run_dir: Path) -> tuple[list[str], list[str]]:
     """(Hydra's own overrides, the job's overrides): the job's Hydra output goes into the run folder."""
     hydra = [
         f"hydra.sweep.dir={_quote(run_dir / SLURM_DIR)}",
@@ -162,11 +168,11 @@ def hydra_overrides(cfg: Any, run_dir: Path) -> tuple[list[str], list[str]]:
     return hydra, job
 
 
-def _hydra_launcher(cfg: Any, run_dir: Path):
+def _hydra_launcher(cfg: HarnessConfig, run_dir: Path):
     """Hydra's SlurmLauncher, set up the way Hydra's multirun sets it up (config loader + context)."""
     from hydra import initialize_config_dir
-    from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.experimental.callback import Callback
     from hydra.types import HydraContext, RunMode
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
@@ -177,18 +183,20 @@ def _hydra_launcher(cfg: Any, run_dir: Path):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", [*hydra, *job], run_mode=RunMode.MULTIRUN)
     launcher = SlurmLauncher(**submitit_params(cfg, run_dir))
+    # The job runs no Hydra callbacks (the harness config configures none): the public no-op
+    # Callback answers run_job's on_job_start/on_job_end where Hydra's private Callbacks would.
     launcher.setup(
-        hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(master)),
+        hydra_context=HydraContext(config_loader=loader, callbacks=Callback()),  # type: ignore[arg-type]
         task_function=NodeTask(str(run_dir.resolve())),
         config=master,
     )
     return launcher, job
 
 
-def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
+def run(cfg: HarnessConfig, quiet: bool = False) -> Outcome:
     """Submit the run as one SLURM job and wait for it; the record says completed or failed."""
-    with launch.run_lock(plan.run_dir(cfg)):
-        run_dir = launch.prepare_run(cfg).resolve()
+    with supervisor.run_lock(plan.run_dir(cfg)):
+        run_dir = common.prepare_run(cfg).resolve()
         # A fresh submitit folder: job ids restart at 1 on a new cluster, and stale result
         # files of an earlier submission must not answer for this one.
         shutil.rmtree(run_dir / SLURM_DIR, ignore_errors=True)
@@ -207,9 +215,9 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         logs = sorted(run_dir.glob("train.node*.log")) + sorted((run_dir / SLURM_DIR).rglob("*.out"))
         if not quiet:
             for log in logs:
-                sys.stdout.write(launch.tail(log))
+                sys.stdout.write(supervisor.tail(log))
         # The job is over; only a shared filesystem's caching can still hide rank 0's record.
-        return launch.settle(
+        return supervisor.settle(
             cfg,
             run_dir,
             rc,
@@ -220,7 +228,7 @@ def run(cfg: Any, quiet: bool = False) -> launch.Outcome:
         )
 
 
-def sbatch_script(cfg: Any, run_dir: Path) -> str:
+def sbatch_script(cfg: HarnessConfig, run_dir: Path) -> str:
     """The batch script submitit would submit for this run (through Hydra's launcher)."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -231,11 +239,13 @@ def sbatch_script(cfg: Any, run_dir: Path) -> str:
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    inner = executor._executor  # submitit's SlurmExecutor: the script text is not public API
+    # submitit has no public API for the script it would submit (checked for submitit 1.5): the one
+    # private call left, read-only, for dry runs only.
+    inner: Any = executor._executor
     return inner._make_submission_file_text(inner._submitit_command_str, "dry-run")
 
 
-def dry_run(cfg: Any) -> str:
+def dry_run(cfg: HarnessConfig) -> str:
     run_dir = plan.run_dir(cfg).resolve()
     node = SlurmNode("<first-node>", "<this-node>", int(cfg.nnodes), 0, "<job-id>")
     env = common.env_changes(common.node_env(cfg, cpus=cfg.launcher.cpus_per_task))
@@ -252,9 +262,15 @@ def dry_run(cfg: Any) -> str:
 
 def prepare_main(overrides: list[str]) -> int:
     """Compose + validate + prepare the run once; print ``RUN_DIR=...`` for the batch script."""
+    from harness.core.compose import key_of
+
     try:
-        cfg = launch.load_validated(overrides)
-        run_dir = launch.prepare_run(cfg).resolve()
+        # The batch script runs this launcher's node command, whose settings (rdzv_port, ...) the
+        # frozen config holds only when composed with launcher=slurm.
+        if not any(key_of(o) == "launcher" for o in overrides):
+            overrides = ["launcher=slurm", *overrides]
+        cfg = preflight.load_validated(overrides)
+        run_dir = common.prepare_run(cfg).resolve()
     except (C.ConfigError, ValueError) as e:  # DataError is a ValueError
         print(f"harness slurm prepare: {e}", file=sys.stderr)
         return 2
@@ -264,14 +280,10 @@ def prepare_main(overrides: list[str]) -> int:
 
 def finalize_main(run_dir: Path, rc: int) -> int:
     """After srun: make the record say completed or failed (with the failing rank's error)."""
-    from omegaconf import OmegaConf
-
-    from harness.core.records import CONFIG_FILE
-
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg = frozen_config(run_dir)
     logs = sorted(run_dir.glob("train.node*.log"))
-    outcome = launch.settle(cfg, run_dir, rc, logs=logs, start=time.time(), wait_s=30)
-    print(launch.summary_line(outcome.record))
+    outcome = supervisor.settle(cfg, run_dir, rc, logs=logs, start=time.time(), wait_s=30)
+    print(supervisor.summary_line(outcome.record))
     return 0 if outcome.status == "completed" else 1
 
 

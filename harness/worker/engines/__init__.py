@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import torch
 
+from harness.core.config import HarnessConfig
+from harness.worker.distributed import DistInfo
 from harness.worker.engines.base import Engine
 
 
-def build_engine(cfg: Any, model, info) -> Engine:
+def build_engine(cfg: HarnessConfig, model: torch.nn.Module, info: DistInfo) -> Engine:
     name = cfg.engine.name
     if name == "ddp":
         from harness.worker.engines.ddp import DDPEngine

@@ -4,12 +4,13 @@
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from harness.core.config import HarnessConfig
+from harness.worker.distributed import DistInfo
 from harness.worker.engines.base import Engine, autocast, tensor_bytes
 from harness.worker.model import param_groups
 
@@ -83,7 +84,7 @@ class DDPEngine(Engine):
     name = "ddp"
     comm_method = "union of DDP bucket all-reduce in-flight intervals (comm hook)"
 
-    def __init__(self, cfg: Any, model: torch.nn.Module, info) -> None:
+    def __init__(self, cfg: HarnessConfig, model: torch.nn.Module, info: DistInfo) -> None:
         t, e = cfg.train, cfg.engine
         self.device, self.dtype, self.grad_clip = info.device, t.dtype, t.grad_clip
         model.to(info.device)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from harness.core.config import HarnessConfig
+from harness.worker.distributed import DistInfo
 from harness.worker.engines.base import Engine, tensor_bytes
 from harness.worker.engines.ds_config import ds_config
 from harness.worker.model import param_groups
@@ -90,7 +92,7 @@ class DeepSpeedEngine(Engine):
     name = "deepspeed"
     comm_method = COMM_METHOD
 
-    def __init__(self, cfg: Any, model: torch.nn.Module, info) -> None:
+    def __init__(self, cfg: HarnessConfig, model: torch.nn.Module, info: DistInfo) -> None:
         import deepspeed
         from deepspeed import comm as ds_comm
 

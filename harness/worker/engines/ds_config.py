@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.core import config as C
+from harness.core.config import HarnessConfig
 
 # A step count DeepSpeed never reaches: the harness prints its own progress.
 _NEVER = 2**31 - 1
@@ -68,7 +69,7 @@ def precision_sections(dtype: str) -> dict[str, Any]:
     }
 
 
-def ds_config(cfg: Any) -> dict[str, Any]:
+def ds_config(cfg: HarnessConfig) -> dict[str, Any]:
     """The DeepSpeed config for a resolved harness config (pure: same input, same dict)."""
     t, e = cfg.train, cfg.engine
     if e.zero_stage not in (0, 1, 2, 3):

@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from harness.analysis.losslaw import (
-    LossLawError,
-    as_positive,
-    budget_groups,
-    check_same_length,
-    jsonable,
-    quantile_summary,
-)
+from harness.analysis.losslaw.bootstrap import quantile_summary
+from harness.analysis.losslaw.inputs import LossLawError, budget_groups, check_runs
+from harness.core.flops import tokens_from_6nd, training_flops_6nd
+from harness.core.io import to_jsonable
 
 
 @dataclass
@@ -84,7 +81,7 @@ class AllocationFit:
         self, targets: tuple[float, ...] | list[float] = (), q: tuple[float, float] = (0.05, 0.95)
     ) -> dict:
         summary = self.optimal(self.c_max, q)
-        return jsonable(
+        return to_jsonable(
             {
                 "form": self.name,
                 "formula": "log10 N_opt = k_N + a log10 C;  log10 D_opt = k_D + b log10 C",
@@ -100,12 +97,6 @@ class AllocationFit:
                 "optimal": [self.optimal(C, q) for C in targets],
             }
         )
-
-
-def _check_inputs(N: Any, D: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    N, D, loss = as_positive("N", N), as_positive("D", D), as_positive("loss", loss)
-    check_same_length(N=N, D=D, loss=loss)
-    return N, D, loss
 
 
 def _weighted_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +138,9 @@ def _parabola_vertices(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.
 
 
 def fit_isoflop(
-    N: Any,
-    D: Any,
-    loss: Any,
+    N: ArrayLike,
+    D: ArrayLike,
+    loss: ArrayLike,
     *,
     span_dex: float = 0.1,
     min_sizes: int = 4,
@@ -164,11 +155,13 @@ def fit_isoflop(
     is used when it has ``min_sizes`` distinct model sizes and its parabola has a bracketed
     minimum; fewer than ``min_budgets`` usable budgets raise LossLawError with the reasons.
     """
-    N, D, loss = _check_inputs(N, D, loss)
-    C = 6.0 * N * D
+    N, D, loss = check_runs(N, D, loss)
+    C = training_flops_6nd(N, D)
     labels = budget_groups(C, span_dex)
     x_all = np.log10(N)
-    budgets, rejected, members = [], [], []
+    budgets: list[dict[str, Any]] = []
+    rejected: list[str] = []
+    members: list[np.ndarray] = []
     for g in range(labels.max() + 1):
         m = np.flatnonzero(labels == g)
         c_g = float(10 ** np.mean(np.log10(C[m])))
@@ -189,7 +182,7 @@ def fit_isoflop(
                 "n_runs": len(m),
                 "n_sizes": n_sizes,
                 "N_opt": n_opt,
-                "D_opt": c_g / (6 * n_opt),
+                "D_opt": tokens_from_6nd(c_g, n_opt),
                 "loss_min": float(vy[0]),
                 "parabola_log10N": [float(v) for v in coef],
                 "log10N_range": [float(x_all[m].min()), float(x_all[m].max())],
@@ -276,17 +269,17 @@ def pareto_frontier(C: np.ndarray, loss: np.ndarray, weights: np.ndarray | None 
 
 
 def fit_envelope(
-    N: Any,
-    D: Any,
-    loss: Any,
+    N: ArrayLike,
+    D: ArrayLike,
+    loss: ArrayLike,
     *,
     min_points: int = 3,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> AllocationFit:
     """Approach 1 on final losses: fit log N and log D of the Pareto-frontier runs against log C."""
-    N, D, loss = _check_inputs(N, D, loss)
-    C = 6.0 * N * D
+    N, D, loss = check_runs(N, D, loss)
+    C = training_flops_6nd(N, D)
     front = pareto_frontier(C, loss)
     if front.sum() < min_points:
         raise LossLawError(

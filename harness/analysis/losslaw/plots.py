@@ -7,15 +7,26 @@ pyplot state are involved.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.analysis.losslaw import ChinchillaFit, LawFit, chinchilla_optimum
+from harness.analysis.losslaw.chinchilla import ChinchillaFit
+from harness.analysis.losslaw.forms import chinchilla_optimum
+from harness.analysis.losslaw.isoflop import AllocationFit
+from harness.analysis.losslaw.laws import LawFit
+from harness.core.flops import training_flops_6nd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from harness.analysis.losslaw.fit_runs import GroupFit
 
 
-def _figure(width: float = 6.4, height: float = 4.6) -> Any:
+def _figure(width: float = 6.4, height: float = 4.6) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
@@ -26,7 +37,7 @@ def _compute_grid(c_lo: float, c_hi: float, n: int = 200) -> np.ndarray:
 
 
 def _band(
-    ax: Any, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, label: str | None = None
+    ax: Axes, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, label: str | None = None
 ) -> None:
     if np.isfinite(lo).any():
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0, label=label)
@@ -46,7 +57,7 @@ def plot_loss_vs_compute(
     """Runs coloured by model size, the Chinchilla compute-optimal frontier with its band, L(C)."""
     fig = _figure()
     ax = fig.add_subplot()
-    C = 6.0 * data["N"] * data["D"]
+    C = training_flops_6nd(data["N"], data["D"])
     sc = ax.scatter(C, data["loss"], c=np.log10(data["N"]), s=12, cmap="viridis", label="runs")
     fig.colorbar(sc, ax=ax, label="log10 N")
     if frontier is not None and frontier.any():
@@ -82,7 +93,7 @@ def plot_loss_vs_compute(
     return path
 
 
-def plot_isoflop(path: Path, data: dict[str, np.ndarray], isoflop: Any, *, title: str = "") -> Path:
+def plot_isoflop(path: Path, data: dict[str, np.ndarray], isoflop: AllocationFit, *, title: str = "") -> Path:
     """Loss against model size for each compute budget used, with its parabola and minimum."""
     from matplotlib import colormaps
 
@@ -94,7 +105,8 @@ def plot_isoflop(path: Path, data: dict[str, np.ndarray], isoflop: Any, *, title
         color = cmap(i / max(len(pts) - 1, 1) * 0.9)
         runs = np.asarray(p["runs"])
         ax.scatter(data["N"][runs], data["loss"][runs], s=10, color=color)
-        x = np.linspace(*p["log10N_range"], 100)
+        lo, hi = p["log10N_range"]
+        x = np.linspace(lo, hi, 100)
         ax.plot(10**x, np.polyval(p["parabola_log10N"], x), color=color, lw=1, label=f"C={p['C']:.1e}")
         ax.plot(p["N_opt"], p["loss_min"], marker="*", color=color, ms=9, mec="k", mew=0.5)
     ax.set(
@@ -111,8 +123,8 @@ def plot_allocation(
     c_range: tuple[float, float],
     *,
     chinchilla: ChinchillaFit | None = None,
-    isoflop: Any = None,
-    envelope: Any = None,
+    isoflop: AllocationFit | None = None,
+    envelope: AllocationFit | None = None,
     targets: tuple[float, ...] = (),
     q: tuple[float, float] = (0.05, 0.95),
     title: str = "",
@@ -166,7 +178,10 @@ def plot_residuals(path: Path, chinchilla: ChinchillaFit, *, title: str = "") ->
     axes = fig.subplots(1, 2, sharey=True)
     r = chinchilla.residuals()
     N, D = chinchilla.data["N"], chinchilla.data["D"]
-    for ax, x, label in ((axes[0], 6 * N * D, "compute C (FLOP)"), (axes[1], N, "parameters N")):
+    for ax, x, label in (
+        (axes[0], training_flops_6nd(N, D), "compute C (FLOP)"),
+        (axes[1], N, "parameters N"),
+    ):
         sc = ax.scatter(x, r, s=8, c=np.log10(D / N), cmap="coolwarm")
         ax.axhline(0, color="k", lw=0.8)
         for s in (-1, 1):
@@ -177,3 +192,51 @@ def plot_residuals(path: Path, chinchilla: ChinchillaFit, *, title: str = "") ->
     fig.suptitle(title or "Chinchilla-fit residuals (dotted: Huber delta)")
     fig.savefig(path)
     return path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def plot_group(out: Path, g: GroupFit, q: tuple[float, float], single: bool) -> list[str]:
+    """Every plot ``harness fit`` makes for one group of runs; file names carry the group unless single."""
+    data, targets = g.data, tuple(g.targets)
+    chinchilla, isoflop = g.get("chinchilla", ChinchillaFit), g.get("isoflop", AllocationFit)
+    suffix = "" if single else f"_{_safe(g.group)}"
+    title = "" if single else f" ({g.group})"
+    paths = [
+        plot_loss_vs_compute(
+            out / f"loss_vs_compute{suffix}.png",
+            data,
+            chinchilla=chinchilla,
+            saturating=g.get("saturating", LawFit),
+            frontier=g.frontier,
+            targets=targets,
+            q=q,
+            title=f"loss vs compute{title}",
+        )
+    ]
+    if isoflop is not None:
+        paths.append(
+            plot_isoflop(out / f"isoflop{suffix}.png", data, isoflop, title=f"IsoFLOP curves{title}")
+        )
+    if any(k in g.fits for k in ("chinchilla", "isoflop", "envelope")):
+        paths.append(
+            plot_allocation(
+                out / f"optimal_allocation{suffix}.png",
+                (float(data["C"].min()), float(data["C"].max())),
+                chinchilla=chinchilla,
+                isoflop=isoflop,
+                envelope=g.get("envelope", AllocationFit),
+                targets=targets,
+                q=q,
+                title=f"compute-optimal N* and D*{title}",
+            )
+        )
+    if chinchilla is not None:
+        paths.append(
+            plot_residuals(
+                out / f"residuals{suffix}.png", chinchilla, title=f"Chinchilla-fit residuals{title}"
+            )
+        )
+    return [str(p) for p in paths]

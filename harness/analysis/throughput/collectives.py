@@ -1,90 +1,22 @@
-"""Collective-communication cost model: nccl-tests bandwidths and the alpha-beta ring model.
+"""Fits of the alpha-beta ring model to measured collectives, and loading commbench records.
 
-Torch-free on purpose: the throughput law imports this, and the analysis never needs
-torch. Definitions follow nccl-tests' doc/PERFORMANCE.md:
-
-- ``algbw = S / t`` where S is the total buffer in bytes (the *output* of all-gather,
-  the *input* of reduce-scatter, the buffer of all-reduce);
-- ``busbw = algbw * bus_factor(op, n)``, the per-link rate a ring achieves, comparable
-  across rank counts and with the hardware's link bandwidth.
-
-The ring model (per step: one latency alpha; bytes moved per rank: bus_factor * S):
-
-- all-reduce:                  ``t = 2(n-1) * alpha + 2(n-1)/n * S / B``
-- all-gather, reduce-scatter:  ``t =  (n-1) * alpha +  (n-1)/n * S / B``
-
-A *tier* is the slowest link class a collective crosses: ``intra-node`` when every
-rank is on one node (nnodes == 1), ``inter-node`` otherwise.
+The definitions (ops, bus factors, ring steps, tiers, the measurement columns) are
+``harness.core.collectives``, shared with the worker's benchmark; this module fits a
+latency alpha and a bus bandwidth B per (op, tier) to the measured times.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter")
-TIERS: tuple[str, ...] = ("intra-node", "inter-node")
+from harness.core.collectives import MEASUREMENT_COLUMNS, OPS, TIERS, bus_factor, latency_steps, tier_of
 
-# One measurement row of a commbench record (record["measurements"][i]).
-MEASUREMENT_COLUMNS: tuple[str, ...] = (
-    "op",
-    "backend",
-    "device",
-    "world_size",
-    "nnodes",
-    "size_bytes",
-    "time_s_median",
-    "time_s_p90",
-    "algbw_Bps",
-    "busbw_Bps",
-    "iters",
-)
-
-
-def _check(op: str, n: int) -> None:
-    if op not in OPS:
-        raise ValueError(f"unknown collective op {op!r}; allowed: {', '.join(OPS)}")
-    if int(n) != n or n < 1:
-        raise ValueError(f"world size must be a positive integer, got {n!r}")
-
-
-def bus_factor(op: str, n: int) -> float:
-    """busbw / algbw for op over n ranks: 2(n-1)/n for all-reduce, (n-1)/n otherwise."""
-    _check(op, n)
-    ring = (n - 1) / n
-    return 2.0 * ring if op == "all_reduce" else ring
-
-
-def latency_steps(op: str, n: int) -> int:
-    """Sequential ring steps, each paying one alpha: 2(n-1) for all-reduce
-    (reduce-scatter then all-gather), n-1 for all-gather and reduce-scatter."""
-    _check(op, n)
-    return 2 * (n - 1) if op == "all_reduce" else n - 1
-
-
-def collective_time(op: str, size_bytes: float, n: int, alpha_s: float, busbw_Bps: float) -> float:
-    """Predicted seconds for one collective of size_bytes (nccl-tests' S) over n ranks."""
-    if busbw_Bps <= 0:
-        raise ValueError(f"bus bandwidth must be positive, got {busbw_Bps!r}")
-    return latency_steps(op, n) * alpha_s + bus_factor(op, n) * size_bytes / busbw_Bps
-
-
-def algbw(size_bytes: float, time_s: float) -> float:
-    """Algorithm bandwidth in bytes/s: S / t."""
-    return size_bytes / time_s
-
-
-def busbw(op: str, size_bytes: float, n: int, time_s: float) -> float:
-    """Bus bandwidth in bytes/s: algbw x bus_factor (0 for a single rank: nothing moves)."""
-    return algbw(size_bytes, time_s) * bus_factor(op, n)
-
-
-def tier_of(nnodes: int) -> str:
-    return TIERS[0] if int(nnodes) <= 1 else TIERS[1]
-
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ----------------------------------------------------------------------------- fitting
 
@@ -118,7 +50,7 @@ def _busbw_from_inv(inv_b: float) -> float:
     return math.inf if inv_b <= 0 else 1.0 / inv_b
 
 
-def _select(rows, op: str, tier: str | None):
+def _select(rows: pd.DataFrame, op: str, tier: str | None) -> tuple[pd.DataFrame, str]:
     """Rows of op with more than one rank (a single rank moves nothing) in one tier."""
     if tier is not None and tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; allowed: {', '.join(TIERS)}")
@@ -134,7 +66,12 @@ def _select(rows, op: str, tier: str | None):
 
 
 def fit_alpha_beta(
-    rows, op: str = "all_reduce", n_bootstrap: int = 500, seed: int = 0, *, tier: str | None = None
+    rows: pd.DataFrame,
+    op: str = "all_reduce",
+    n_bootstrap: int = 500,
+    seed: int = 0,
+    *,
+    tier: str | None = None,
 ) -> dict[str, Any]:
     """Fit the ring model's latency alpha (s per step) and bus bandwidth B (bytes/s).
 
@@ -193,13 +130,13 @@ def fit_alpha_beta(
     return fit
 
 
-def fit_all(rows, n_bootstrap: int = 500, seed: int = 0) -> list[dict[str, Any]]:
+def fit_all(rows: pd.DataFrame, n_bootstrap: int = 500, seed: int = 0) -> list[dict[str, Any]]:
     """fit_alpha_beta for every (op, tier) present in rows that has enough points to fit.
 
     Combinations that cannot be fitted come back with an "error" key instead of numbers,
     so a report can say why rather than drop them silently.
     """
-    fits = []
+    fits: list[dict[str, Any]] = []
     if len(rows) == 0:
         return fits
     multi = rows[rows["world_size"] > 1]
@@ -218,7 +155,7 @@ def fit_all(rows, n_bootstrap: int = 500, seed: int = 0) -> list[dict[str, Any]]
 # ----------------------------------------------------------------------------- loading
 
 
-def load_commbench(root: str | os.PathLike, *, status: str | None = "completed"):
+def load_commbench(root: str | os.PathLike, *, status: str | None = "completed") -> pd.DataFrame:
     """All measurement rows of commbench records under root, one row per (op, size, world size).
 
     Adds dtype, tier, run_id and path columns. ``status`` None also keeps rows that failed

@@ -1,68 +1,13 @@
-"""``harness validate [--out DIR] [--results DIR] [--bootstrap N]``: replay published runs.
+"""validate.md: the published runs replayed through the throughput law, and the measured runs' check.
 
-Every case of ``harness/data/published_runs.yaml`` is replayed through the throughput law
-from its configuration with one hardware constant set per accelerator and one fitted
-coefficient set; prints predicted vs published with the error of each and writes
-validate.csv, validate.json and validate.md under --out (default ``results/validate/``).
-Errors are given in-sample (the efficiency curve is fitted over all cases), leave-one-out
-and leave-one-source-out. With --results, the law and the USL baseline are also validated
-leave-largest-GPU-count-out on this harness's measured runs. Exit status 1 when the
-target (median |error| <= 15%, max <= 30%, in-sample and leave-one-out) is missed.
+One table row per case (published vs predicted, in-sample / leave-one-out / leave-one-source-out
+errors, notes), the error summary against the target, the fitted coefficients and the caveats;
+then, when the document has them, leave-largest-GPU-count-out on this harness's own runs.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-from pathlib import Path
 from typing import Any
-
-FLAGS = {"--out": "out", "--results": "results", "--bootstrap": "bootstrap"}
-CSV_COLUMNS = (
-    "id",
-    "source",
-    "gpu",
-    "gpus",
-    "layout",
-    "global_batch",
-    "metric",
-    "published",
-    "predicted",
-    "error",
-    "loo_error",
-    "loso_error",
-    "in_target",
-    "derived",
-    "memory_fits",
-    "memory_gb",
-    "share_compute",
-    "share_bubble",
-    "share_tp",
-    "share_pp",
-    "share_dp",
-    "note",
-)
-
-
-def parse_args(argv: list[str]) -> dict[str, Any] | None:
-    """Options from --flag value / --flag=value (or flag=value); None when help was asked for."""
-    opts: dict[str, Any] = {"out": "results/validate", "results": None, "bootstrap": 0}
-    it = iter(argv)
-    for tok in it:
-        if tok in ("-h", "--help"):
-            return None
-        key, _, val = tok.partition("=")
-        if key.startswith("--") and key in FLAGS:
-            val = val or next(it, "")
-        elif not key.startswith("--") and f"--{key}" in FLAGS and val:
-            key = f"--{key}"
-        else:
-            raise ValueError(f"unknown argument {tok!r}; allowed: {', '.join(FLAGS)}")
-        if not val:
-            raise ValueError(f"{key} needs a value")
-        opts[FLAGS[key]] = int(val) if key == "--bootstrap" else val
-    return opts
 
 
 def _pct(x: float | None) -> str:
@@ -73,14 +18,11 @@ def _val(x: float, metric: str) -> str:
     return f"{100 * x:.1f}%" if metric == "mfu" else f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def markdown(
-    rows: list[dict[str, Any]],
-    summ: dict[str, Any],
-    cal: dict[str, Any],
-    command: str,
-    measured: dict[str, Any] | None,
-) -> str:
-    c = cal["coefficients"]
+def markdown(doc: dict[str, Any]) -> str:
+    """validate.md from the document of ``harness.analysis.throughput.validation.validate``."""
+    rows, summ, command = doc["rows"], doc["summary"], doc["command"]
+    measured = doc["measured_leave_largest_out"]
+    c = doc["calibration"]["coefficients"]
     lines = [
         "# Throughput law vs published runs",
         "",
@@ -166,58 +108,3 @@ def markdown(
                     f"{r.get('usl_tokens_per_s', float('nan')):.4g} | {_pct(r.get('usl_error'))} |"
                 )
     return "\n".join(lines) + "\n"
-
-
-def run(opts: dict[str, Any], command: str) -> tuple[dict[str, Any], str]:
-    from harness.analysis import published
-
-    cases = published.load_cases()
-    cal = published.calibrate(cases, n_bootstrap=int(opts["bootstrap"]))
-    rows = published.replay(cases, cal)
-    summ = published.summary(rows)
-    measured = None
-    if opts["results"]:
-        from harness.analysis.throughput import leave_largest_out
-        from harness.core.records import records_table
-
-        table = records_table(opts["results"])
-        try:
-            measured = (
-                leave_largest_out(table) if not table.empty else {"error": "no completed training records"}
-            )
-        except (ValueError, KeyError) as e:
-            measured = {"error": f"leave-largest-out not possible: {e}"}
-    doc = {
-        "command": command,
-        "summary": summ,
-        "calibration": cal.to_dict(),
-        "rows": rows,
-        "citations": {k.source: k.citation for k in cases},
-        "measured_leave_largest_out": measured,
-    }
-    return doc, markdown(rows, summ, cal.to_dict(), command, measured)
-
-
-def main(argv: list[str]) -> int:
-    try:
-        opts = parse_args(argv)
-    except ValueError as e:
-        print(f"harness validate: {e}", file=sys.stderr)
-        return 2
-    if opts is None:
-        print(__doc__)
-        return 0
-    command = "harness validate " + " ".join(argv)
-    doc, md = run(opts, command.strip())
-    out = Path(opts["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "validate.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(doc["rows"])
-    (out / "validate.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    (out / "validate.md").write_text(md)
-    print(md)
-    print(f"wrote {out / 'validate.csv'}, {out / 'validate.json'} and {out / 'validate.md'}")
-    s = doc["summary"]
-    return 0 if s["meets_target"] and s.get("loo_meets_target", True) else 1

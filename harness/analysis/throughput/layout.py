@@ -15,6 +15,7 @@ bytes per parameter; ZeRO-1 shards the 12, ZeRO-2 also the grads, ZeRO-3 everyth
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from harness.core import flops
 
@@ -84,7 +85,7 @@ class Layout:
             f"recompute {self.recompute}"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "world": self.world, "global_batch_seqs": self.global_batch_seqs}
 
 

@@ -63,7 +63,7 @@ def _fit_once(n: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
 
     lam0 = float(np.median(x[n == n.min()] / n[n == n.min()]))
 
-    def resid(z):
+    def resid(z: np.ndarray) -> np.ndarray:
         return np.log(usl(n, math.exp(z[0]), z[1], z[2])) - np.log(x)
 
     sol = least_squares(

@@ -2,7 +2,7 @@
 
 The cases live in ``harness/data/published_runs.yaml`` (each group cites its paper). One
 hardware constant set per accelerator type (``hardware_specs``) and one coefficient set
-for all cases: the compute-efficiency pair (e_mm, mem_bytes of ``throughput.Coefficients``)
+for all cases: the compute-efficiency pair (e_mm, mem_bytes of ``step_model.Coefficients``)
 is fitted once, by least squares on log(predicted/published) over every in-target case.
 That in-sample error is reported beside two held-out ones: leave-one-case-out (each case
 predicted by a fit that never saw it) and leave-one-source-out (a paper's rows predicted
@@ -12,6 +12,7 @@ the coefficient draws the extrapolation turns into intervals.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis.layout import Layout
-from harness.analysis.throughput import DEFAULT, Coefficients, StepPrediction, predict_step
+from harness.analysis.throughput.layout import Layout
+from harness.analysis.throughput.step_model import DEFAULT, Coefficients, StepPrediction, predict_step
 from harness.core import flops, hardware_specs
 from harness.core.hardware_specs import HardwareSpec
 from harness.core.paths import DATA_DIR
@@ -95,10 +96,10 @@ def load_cases(path: str | Path = DATA_FILE) -> list[Case]:
             hw = hw.with_domain(g["devices_per_node"])
         for row in g["cases"]:
             r = {**g.get("defaults", {}), **row}
-            mlp = 4
+            mlp: float = 4
             if "params_nonembedding" in r:
                 mlp = equivalent_mlp_ratio(r["n_layer"], r["d_model"], float(r["params_nonembedding"]))
-            shape = flops.Shape(*(int(r[k]) for k in SHAPE_KEYS), mlp_ratio=mlp)
+            shape = flops.Shape(**{k: int(r[k]) for k in SHAPE_KEYS}, mlp_ratio=mlp)
             tp, pp = int(r["tp"]), int(r["pp"])
             dp = int(r["gpus"]) // (tp * pp)
             lay_kw = {k: r[k] for k in LAYOUT_KEYS if k in r}
@@ -169,6 +170,12 @@ def fit_coefficients(
         ftol=1e-10,
     )
     return coeffs(sol.x)
+
+
+@functools.lru_cache(maxsize=1)
+def calibrated() -> Coefficients:
+    """The one coefficient set fitted to the published runs (what predictions use by default)."""
+    return fit_coefficients([k for k in load_cases() if k.in_target])
 
 
 @dataclass
