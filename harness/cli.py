@@ -10,6 +10,7 @@ pays for torch. ``harness`` alone prints the usage to stderr and exits 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> one line of help; the command lives in harness/commands/<name with _>.py as main(argv) -> int.
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         raise
-    return int(fn(rest) or 0)
+    try:
+        return int(fn(rest) or 0)
+    except BrokenPipeError:  # the reader went away (harness train --help | head): quiet, like SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

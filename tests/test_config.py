@@ -102,3 +102,36 @@ def test_dry_run_prints_torchrun_and_starts_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "torch.distributed.run" in out.stdout and "--nproc-per-node 2" in out.stdout
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (
+            ["launcher=deepspeed", "launcher.ds_launcher=ssh"],
+            "launcher.ds_launcher='ssh' is not allowed: one of pdsh",
+        ),
+        (["launcher.timeout_s=-1"], "launcher.timeout_s=-1.0 is not allowed"),
+        (["launcher.name=multinode"], "launcher.name='multinode' is not allowed: 'local' (launcher=local)"),
+        (["launcher=local", "launcher.hostfile=h"], "unknown key 'launcher.hostfile'"),
+    ],
+)
+def test_each_launcher_has_its_own_schema_and_rules(overrides, needle):
+    with pytest.raises(C.ConfigError) as e:
+        composed(*overrides)
+    assert needle in str(e.value)
+
+
+def test_every_primary_config_composes_onto_its_schema():
+    from omegaconf import OmegaConf
+
+    from harness.core.config_jobs import ROOTS, validate_commbench, validate_extrapolate
+
+    for name, schema in ROOTS.items():
+        assert OmegaConf.get_type(C.compose([], name)) is schema
+    validate_extrapolate(C.compose([], "extrapolate"))
+    validate_commbench(C.compose([], "commbench"))
+    with pytest.raises(C.ConfigError, match="gpus=0 is not allowed"):
+        validate_extrapolate(C.compose(["gpus=0"], "extrapolate"))
+    with pytest.raises(C.ConfigError, match="factor=1 is not allowed"):
+        validate_commbench(C.compose(["factor=1"], "commbench"))

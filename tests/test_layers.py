@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "harness"
-RANK = {"core": 0, "datasets": 1, "analysis": 2, "driver": 3, "worker": 3, "report": 4, "commands": 5, "cli": 6}
+RANK = {
+    "core": 0,
+    "datasets": 1,
+    "analysis": 2,
+    "driver": 3,
+    "worker": 3,
+    "report": 4,
+    "commands": 5,
+    "cli": 6,
+}
 TORCH_FREE = ("core", "datasets", "analysis", "driver", "report")
 HEAVY = ("torch", "deepspeed")
 # (importer, imported) edges allowed against the rules, each with its reason.

@@ -106,10 +106,11 @@ class Command:
     # ----------------------------------------------------------------------- running
 
     def main(self, argv: list[str], body: Callable[[Invocation], int]) -> int:
+        refused = (UsageError, K.OverrideError, C.ConfigError, HydraException, OmegaConfBaseException)
         try:
             inv = self.parse(argv)
             return inv if isinstance(inv, int) else int(body(inv) or 0)
-        except (UsageError, K.OverrideError, C.ConfigError, HydraException, OmegaConfBaseException, *self.errors) as e:
+        except (*refused, *self.errors) as e:  # type: ignore[misc]  # a tuple of exception classes
             print(f"{self.prog}: {self.one_line(e)}", file=sys.stderr)
             return 2
 
@@ -140,7 +141,9 @@ class Command:
         fixed = [o for o in positional if K.key_of(o).split(".")[0] in self.fixed and "." in K.key_of(o)]
         if fixed:
             groups = ", ".join(f"{g}=<preset>" for g in self.fixed)
-            raise UsageError(f"{fixed[0]!r} is refused: {self.prog} uses its presets whole; allowed: {groups}")
+            raise UsageError(
+                f"{fixed[0]!r} is refused: {self.prog} uses its presets whole; allowed: {groups}"
+            )
         cfg = self._compose(overrides)
         if ns.cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True), end="")
@@ -155,8 +158,9 @@ class Command:
             if f.switch:
                 p.add_argument(f.name, dest=f.dest, action="store_const", const=True, default=None)
             elif f.key is None:  # the command's own: argparse converts it
+                kind = f.convert or str
                 p.add_argument(
-                    f.name, dest=f.dest, metavar=f.metavar, choices=f.choices, default=f.default, type=f.convert
+                    f.name, dest=f.dest, metavar=f.metavar, choices=f.choices, default=f.default, type=kind
                 )
             else:  # a key's: converted by _override, by the key's type
                 p.add_argument(f.name, dest=f.dest, metavar=f.metavar, choices=f.choices, default=None)
@@ -189,7 +193,8 @@ class Command:
         ]
         for f in self.flags:
             left = f.name if f.switch else f"{f.name} {f.metavar or f.dest.upper()}"
-            text = f.help + (f" (sets {f.key})" if f.key else "")
+            choices = f" (one of: {', '.join(f.choices)})" if f.choices else ""
+            text = f.help + choices + (f" (sets {f.key})" if f.key else "")
             lines += _wrap(f"  {left:<{width}}  {text}", 4 + width)
         lines += _wrap(f"  {'--cfg job':<{width}}  print the composed config and exit", 4 + width)
         lines += _wrap(f"  {'-h, --help':<{width}}  this help", 4 + width)
@@ -277,7 +282,7 @@ def _wrap(line: str, indent: int) -> list[str]:
 def describe(config: str, fixed: Sequence[str] = ()) -> list[str]:
     """The config groups with their options and every key with its type and default (as composed)."""
     cfg = C.compose([], config)
-    lines = ["", "config groups (GROUP=OPTION; the default in brackets):"]
+    lines = ["", "config groups (GROUP=OPTION; the default in brackets):"] if K.groups(config) else []
     for g in K.groups(config):
         chosen = _chosen(cfg, g)
         opts = ", ".join(f"[{o}]" if o == chosen else o for o in C.available(g))
@@ -327,6 +332,9 @@ def _other_launchers(chosen: str | None, width: int) -> list[str]:
             if f.name in base:
                 continue
             hint = K.fields_of(schema)[f.name]
-            value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            lines += _wrap(f"    {'launcher.' + f.name + ':':<{width - 2}} {K.type_name(hint)} = {show(value)}", 6 + width)
+            value = f.default_factory() if callable(f.default_factory) else f.default
+            lines += _wrap(
+                f"    {'launcher.' + f.name + ':':<{width - 2}} {K.type_name(hint)} = {show(value)}",
+                6 + width,
+            )
     return lines

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.analysis.throughput.collectives import fit_all
 from harness.commands._hydra import Command, Flag, Invocation, UsageError
 from harness.core.collectives import tier_of
-from harness.core.config_jobs import COMM_DEVICES, COMM_DTYPES, validate_commbench
+from harness.core.config_jobs import COMM_DEVICES, COMM_DTYPES, CommbenchConfig, validate_commbench
 from harness.core.records import write_record
 from harness.driver import commbench as B
 
@@ -38,13 +38,21 @@ COMMAND = Command(
     config="commbench",
     flags=[
         _key("--ops", "comma list (default: all three)", "OPS", convert=B.op_list),
-        _key("--world-sizes", "total ranks per launch (default: 2 on CPU; 2,4,8.. GPUs on CUDA)", "N,...",
-             convert=B.int_list),
-        _key("--device", "", "DEVICE", choices=COMM_DEVICES),
-        _key("--dtype", "", "DTYPE", choices=COMM_DTYPES),
+        _key(
+            "--world-sizes",
+            "total ranks per launch (default: 2 on CPU; 2,4,8.. GPUs on CUDA)",
+            "N,...",
+            convert=B.int_list,
+        ),
+        _key("--device", "auto: cuda when a GPU is visible", "DEVICE", choices=COMM_DEVICES),
+        _key("--dtype", "element type of the buffers", "DTYPE", choices=COMM_DTYPES),
         _key("--min-bytes", "smallest message, e.g. 16, 512K", "SIZE", convert=B.parse_size),
-        _key("--max-bytes", f"largest message (default {B.GPU_MAX_BYTES >> 20}M on CUDA, "
-             f"{B.CPU_MAX_BYTES >> 20}M on CPU)", "SIZE", convert=B.parse_size),
+        _key(
+            "--max-bytes",
+            f"largest message (default {B.GPU_MAX_BYTES >> 20}M on CUDA, {B.CPU_MAX_BYTES >> 20}M on CPU)",
+            "SIZE",
+            convert=B.parse_size,
+        ),
         _key("--factor", "geometric step of the size ladder"),
         _key("--warmup", "untimed iterations"),
         _key("--iters", "timed iterations"),
@@ -78,7 +86,7 @@ def settings(argv: list[str]) -> DictConfig:
 
 
 def run(inv: Invocation) -> int:
-    args = inv.cfg
+    args = cast(CommbenchConfig, inv.cfg)  # a DictConfig typed by CommbenchConfig
     validate_commbench(args)
     device, ngpu = B.resolve_device(args.device)
     max_bytes = args.max_bytes or (B.GPU_MAX_BYTES if device == "cuda" else B.CPU_MAX_BYTES)

@@ -28,7 +28,9 @@ COMMAND = Command(
     "The plan for a target cluster (default colossus, 100,000 H100) and model (default GPT-3 175B).",
     config="extrapolate",
     flags=[
-        Flag("--results", "completed runs to fit the loss and throughput laws to", key="results", metavar="DIR"),
+        Flag(
+            "--results", "completed runs to fit the loss and throughput laws to", key="results", metavar="DIR"
+        ),
         Flag("--out", "output folder", key="out", metavar="DIR"),
         Flag("--loss-law", "which loss law answers", key="loss_law", choices=LOSS_LAWS, metavar="LAW"),
         Flag(

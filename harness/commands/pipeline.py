@@ -43,8 +43,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--skip-sweep", action="store_true", help="use the runs already under <results>/<sweep>")
     a = p.parse_args(argv)
-    from harness.analysis import report
-    from harness.commands import commbench, sweep
+    from harness.commands import commbench, report, sweep
     from harness.commands import extrapolate as extrapolate_cmd
     from harness.commands import fit as fit_cmd
     from harness.commands import validate as validate_cmd

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from harness.commands._hydra import Command, Flag, Invocation, UsageError
 from harness.core import config as C
 from harness.core import runspec
-from harness.core.compose import key_of
+from harness.core.compose import key_of, value_of
 from harness.driver import launch
 from harness.driver import sweep as S
 
@@ -27,7 +27,8 @@ def split(overrides: list[str]) -> tuple[str | None, list[str], list[str]]:
     for o in overrides:
         key = key_of(o)
         if key == "sweep":
-            spec = o.partition("=")[2]
+            value = value_of(o)
+            spec = value if isinstance(value, str) else None
         elif key.startswith("sweep."):
             edits.append(o)
         else:
@@ -43,7 +44,9 @@ def compose(overrides: list[str]) -> DictConfig:
     if edits and spec in C.available("sweep"):
         preset = C.compose([f"sweep={spec}", *edits]).sweep
     elif edits:
-        raise UsageError(f"{edits[0]!r} is refused: sweep.* edits a named preset; edit the file {spec} instead")
+        raise UsageError(
+            f"{edits[0]!r} is refused: sweep.* edits a named preset; edit the file {spec} instead"
+        )
     else:
         preset = S.load_sweep(spec)
     cfg = C.compose([*preset.overrides, *runs])
@@ -55,14 +58,19 @@ COMMAND = Command(
     "sweep",
     "Run a sweep preset's points; completed runs are skipped, failures recorded and the sweep goes on.",
     flags=[
-        Flag("--parallel", "runs at once on this machine (default: the sweep's parallel)", metavar="K", convert=int),
+        Flag(
+            "--parallel",
+            "runs at once on this machine (default: the sweep's parallel)",
+            metavar="K",
+            convert=int,
+        ),
         Flag(
             "--retry",
             "which unfinished runs to re-run: failed (crashed, timed out; default), all (also diverged, "
             "oom), none",
             choices=("failed", "all", "none"),
             default="failed",
-            metavar="{failed,all,none}",
+            metavar="R",
         ),
         Flag("--dry-run", "list the runs and their commands; start nothing", switch=True),
     ],

@@ -8,8 +8,11 @@ checkpointed on SIGTERM, 1 when it failed, 2 when the command line or config was
 
 from __future__ import annotations
 
+from typing import cast
+
 from harness.commands._hydra import Command, Flag, Invocation
 from harness.core import config as C
+from harness.core.config import HarnessConfig
 from harness.core.rankfiles import PREEMPTED_EXIT
 from harness.datasets import DataError
 from harness.driver import launch, preflight
@@ -31,7 +34,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(inv: Invocation) -> int:
-    cfg = inv.cfg
+    cfg = cast(HarnessConfig, inv.cfg)  # a DictConfig typed by HarnessConfig
     C.validate(cfg)
     preflight.check(cfg)
     launch.forward_sigterm()

@@ -20,7 +20,9 @@ from dataclasses import fields
 from functools import cache
 from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from harness.core import config as C
 from harness.core.config_jobs import ROOTS
@@ -41,9 +43,13 @@ def key_of(text: str) -> str:
     return _parse(text).key_or_group
 
 
-def _parse(text: str) -> Any:
-    from hydra.errors import HydraException
+def value_of(text: str) -> Any:
+    """The value of an override string (``sweep='my plans/x.yaml'`` -> ``my plans/x.yaml``)."""
+    o = _parse(text)
+    return None if o.is_delete() or o.is_sweep_override() else o.value()
 
+
+def _parse(text: str) -> Any:
     try:
         return _parser().parse_override(text)
     except HydraException as e:  # Hydra's grammar errors: one line naming the override
@@ -60,7 +66,9 @@ def _parser() -> Any:
     return OverridesParser.create()
 
 
-def screen(overrides: list[str], groups: Collection[str], available: Callable[[str], list[str]]) -> None:
+def screen(
+    overrides: list[str], groups: Collection[str], available: Callable[[str], list[str]], root: type
+) -> None:
     """Refuse what Hydra would silently ignore or misread, before composing."""
     for text in overrides:
         o = _parse(text)
@@ -84,27 +92,52 @@ def screen(overrides: list[str], groups: Collection[str], available: Callable[[s
             value = None if o.is_delete() else o.value()
             if o.is_add() or o.is_force_add() or o.is_delete():
                 raise OverrideError(f"{text!r} is refused: choose a preset with {key}=<option>")
-            if not isinstance(value, str) and not (value is None and key == "sweep"):
+            if not isinstance(value, str):
                 raise OverrideError(
                     f"{text!r} is refused: {key} takes one preset; allowed: {', '.join(available(key))}"
                 )
+        elif o.is_delete() and not _in_dict(root, key):
+            raise OverrideError(
+                f"{text!r} is refused: {key} is a key of the typed config; set a value instead "
+                "(~ removes only an entry of a dict key, e.g. launcher.additional_parameters)"
+            )
+
+
+def _in_dict(cls: type, key: str) -> bool:
+    """Whether key lies inside a dict-typed field (whose entries may be added and removed)."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        hint = fields_of(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if hint is Any:  # the launcher: any option's schema
+            rest = ".".join(parts[i + 1 :])
+            return any(_in_dict(schema, rest) for schema in C.LAUNCHERS.values())
+        if typing.get_origin(hint) is dict or hint is dict:
+            return True
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            return False
+        cls = hint
+    return False
 
 
 # --------------------------------------------------------------------------- the schema
 
 
-@cache
+_FIELDS: dict[type, dict[str, Any]] = {}
+
+
 def fields_of(cls: type) -> dict[str, Any]:
     """A config dataclass's fields and their resolved type hints, in declaration order."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        _FIELDS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _FIELDS[cls]
 
 
 def walk(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, type]]:
     """(dotted key, type hint, owning dataclass) for every leaf and section of a schema."""
     for name, hint in fields_of(cls).items():
         yield prefix + name, hint, cls
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             yield from walk(hint, f"{prefix}{name}.")
 
 
@@ -133,9 +166,9 @@ def extra_keys(node: DictConfig, prefix: str = "") -> list[str]:
         return []
     known = fields_of(cls)
     out: list[str] = []
-    for key in node.keys():
+    for key in map(str, node):
         if key not in known:
-            out.append(f"{prefix}{key}")
+            out.append(prefix + key)
             continue
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
@@ -144,7 +177,7 @@ def extra_keys(node: DictConfig, prefix: str = "") -> list[str]:
 
 
 def unknown_key_message(key: str, root: type, choose: Callable[[str], type | None]) -> str:
-    """"unknown key 'train.lrr'; did you mean 'train.lr'? (train has: ...)".
+    """The message for a key the schema lacks: "unknown key 'train.lrr'; did you mean 'train.lr'? ...".
 
     ``choose(section)`` gives the schema of an ``Any``-typed section (the launcher chosen).
     """
@@ -161,7 +194,10 @@ def unknown_key_message(key: str, root: type, choose: Callable[[str], type | Non
             return f"unknown key {key!r}{hint} ({where or 'the top level'} has: {', '.join(fields)})"
         done.append(part)
         hint = fields[part]
-        cls = hint if dataclasses.is_dataclass(hint) else choose(".".join(done)) if hint is Any else None
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            cls = hint
+        else:
+            cls = choose(".".join(done)) if hint is Any else None
     return f"unknown key {key!r}"
 
 
@@ -181,13 +217,15 @@ def one_line(e: BaseException, unknown: Callable[[str], str], available: Callabl
             f"allowed: {', '.join(available(group))}"
         )
     key = getattr(e.__cause__, "full_key", None) or getattr(e, "full_key", None)
-    if re.match(r"Could not (override|append to config)", text) or type(e).__name__ == "ConfigKeyError":
+    if re.match(r"Could not (override|append to config)", text) or isinstance(e, ConfigKeyError):
         m = re.search(r"Could not override '([^']+)'", text)
         if "An item is already at" in text:
             return f"{text.splitlines()[0].strip()} (set it without +)"
         return unknown(str(key or (m.group(1) if m else "?")))
     parts = [text, str(e.__cause__)] if e.__cause__ is not None else [text]
-    lines = [ln.strip() for p in parts for ln in p.splitlines() if ln.strip() and not _NOISE.match(ln.strip())]
+    lines = [
+        ln.strip() for p in parts for ln in p.splitlines() if ln.strip() and not _NOISE.match(ln.strip())
+    ]
     merged = re.match(r"Error merging override (.+)$", lines[0]) if lines else None
     if merged and len(lines) > 1:
         return f"{merged.group(1)}: {'; '.join(lines[1:])}"
@@ -208,8 +246,6 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
     if config_name not in ROOTS:
@@ -218,7 +254,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     C.register()
     GlobalHydra.instance().clear()
     try:
-        screen(overrides, grps, C.available)
+        screen(overrides, grps, C.available, root)
         with initialize_config_dir(config_dir=str(C.CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
         extra = extra_keys(cfg)
@@ -237,8 +273,8 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
 
 def _unknown(key: str, root: type, overrides: list[str]) -> str:
     """The unknown-key message; a launcher key is looked up in the schema of the launcher chosen."""
-    chosen = [o.split("=", 1)[1] for o in overrides if "=" in o and _key_or_none(o) == "launcher"]
-    name = chosen[-1] if chosen else "local"
+    chosen = [v for v in map(_launcher_choice, overrides) if v]
+    name = chosen[-1] if chosen else "local"  # configs/config.yaml's default
     msg = unknown_key_message(key, root, lambda section: C.LAUNCHERS.get(name))
     if key.startswith("launcher.") and key.count(".") == 1:
         has = [n for n, s in C.LAUNCHERS.items() if key.split(".")[1] in fields_of(s)]
@@ -246,8 +282,10 @@ def _unknown(key: str, root: type, overrides: list[str]) -> str:
     return msg
 
 
-def _key_or_none(text: str) -> str | None:
+def _launcher_choice(text: str) -> str | None:
     try:
-        return key_of(text)
+        o = _parse(text)
     except OverrideError:
         return None
+    value = o.value() if o.key_or_group == "launcher" and not o.is_delete() else None
+    return value if isinstance(value, str) else None

@@ -1,4 +1,4 @@
-"""``harness report``: one Markdown file with the plots a researcher would put in a paper.
+"""The scaling report: one Markdown file with the plots a researcher would put in a paper.
 
 It only reads what the other steps wrote: run records (a sweep folder), commbench records,
 and the output folders of ``harness fit``, ``harness validate`` and ``harness extrapolate``.
@@ -7,10 +7,8 @@ A missing input becomes a line in the report saying what is missing, not a crash
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -252,23 +250,3 @@ def build(
     path = out / "report.md"
     atomic_write_text(path, "\n".join(doc) + "\n")
     return path
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="harness report", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--results", type=Path, default=Path("results/default"), help="sweep folder of run records"
-    )
-    p.add_argument("--commbench", type=Path, default=Path("results/commbench"))
-    p.add_argument("--fit", type=Path, default=Path("results/fit"))
-    p.add_argument("--validate", type=Path, default=Path("results/validate"))
-    p.add_argument("--extrapolate", type=Path, default=Path("results/extrapolate"))
-    p.add_argument("--out", type=Path, default=Path("results/report"))
-    a = p.parse_args(argv)
-    path = build(a.results, a.commbench, a.fit, a.validate, a.extrapolate, a.out)
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
