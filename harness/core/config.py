@@ -380,7 +380,8 @@ def validate_launcher(lc: Any) -> None:
 
 
 def _plan_only(name: str) -> bool:
-    return bool(OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml").get("plan_only", False))
+    preset = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
+    return isinstance(preset, DictConfig) and bool(preset.get("plan_only", False))
 
 
 def to_container(cfg: Any) -> dict:
